@@ -1,0 +1,236 @@
+//! Identifiers that can only be built valid: tenants, events and streams.
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::SchemaError;
+
+/// The tenant every event and every read-model row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct TenantId(pub Uuid);
+
+impl TenantId {
+    /// A fresh tenant id (UUID v7, so ids sort by creation time).
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for TenantId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The unique id of one event; appending an id that is already stored is a no-op success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct EventId(pub Uuid);
+
+impl EventId {
+    /// A fresh event id (UUID v7).
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// A deterministic event id derived from a namespace and an input, so that a retry or a replay
+    /// of the same input produces the same id and the store writes it only once.
+    pub fn derived(namespace: &str, input: &[u8]) -> Self {
+        let ns = Uuid::new_v5(&Uuid::NAMESPACE_OID, namespace.as_bytes());
+        Self(Uuid::new_v5(&ns, input))
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The kinds of stream in the catalogue; the part of a stream id before the first `-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamCategory {
+    /// `tenant-{id}`: tenant settings and policies.
+    Tenant,
+    /// `system-{id}`: one server and everything it reported.
+    System,
+    /// `gateway-{id}`: one IoT gateway and its telemetry.
+    Gateway,
+    /// `asset-{id}`: one hardware asset and its components.
+    Asset,
+    /// `alert-{dedup key}`: one alert, keyed by its deduplication key.
+    Alert,
+    /// `metrics-{source}`: batches of metric samples from one source.
+    Metrics,
+}
+
+impl StreamCategory {
+    /// Every category, in catalogue order.
+    pub const ALL: [StreamCategory; 6] = [
+        Self::Tenant,
+        Self::System,
+        Self::Gateway,
+        Self::Asset,
+        Self::Alert,
+        Self::Metrics,
+    ];
+
+    /// The prefix used in stream ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::System => "system",
+            Self::Gateway => "gateway",
+            Self::Asset => "asset",
+            Self::Alert => "alert",
+            Self::Metrics => "metrics",
+        }
+    }
+}
+
+/// The longest stream id the store accepts, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 255;
+
+/// A stream id such as `system-0193...`: a known category, a `-`, and a non-empty key of printable
+/// characters. Only [`StreamId::parse`] and the typed constructors build one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// Parses and checks a stream id.
+    pub fn parse(raw: &str) -> Result<Self, SchemaError> {
+        let invalid = |reason: &str| SchemaError::InvalidStreamId {
+            stream_id: raw.chars().take(80).collect(),
+            reason: reason.to_owned(),
+        };
+        if raw.len() > MAX_STREAM_ID_LEN {
+            return Err(invalid("longer than 255 bytes"));
+        }
+        let (category, key) = raw
+            .split_once('-')
+            .ok_or_else(|| invalid("expected `{category}-{key}`"))?;
+        if !StreamCategory::ALL.iter().any(|c| c.as_str() == category) {
+            return Err(invalid(
+                "unknown category (tenant, system, gateway, asset, alert, metrics)",
+            ));
+        }
+        if key.is_empty() {
+            return Err(invalid("the key after the category is empty"));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(invalid("control characters are not allowed"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The stream of one category and key, e.g. `StreamId::of(StreamCategory::System, id)`.
+    pub fn of(category: StreamCategory, key: impl fmt::Display) -> Self {
+        Self(format!("{}-{}", category.as_str(), key))
+    }
+
+    /// `tenant-{id}`.
+    pub fn tenant(id: TenantId) -> Self {
+        Self::of(StreamCategory::Tenant, id)
+    }
+
+    /// `system-{id}`.
+    pub fn system(id: Uuid) -> Self {
+        Self::of(StreamCategory::System, id)
+    }
+
+    /// `gateway-{id}`.
+    pub fn gateway(id: Uuid) -> Self {
+        Self::of(StreamCategory::Gateway, id)
+    }
+
+    /// `asset-{id}`.
+    pub fn asset(id: Uuid) -> Self {
+        Self::of(StreamCategory::Asset, id)
+    }
+
+    /// `alert-{dedup key}`.
+    pub fn alert(dedup_key: &str) -> Self {
+        Self::of(StreamCategory::Alert, dedup_key)
+    }
+
+    /// The category of this stream.
+    pub fn category(&self) -> StreamCategory {
+        let prefix = self.0.split_once('-').map(|(c, _)| c).unwrap_or_default();
+        StreamCategory::ALL
+            .into_iter()
+            .find(|c| c.as_str() == prefix)
+            .expect("a StreamId is only built with a known category")
+    }
+
+    /// The stream id as text, as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for StreamId {
+    type Err = SchemaError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_of_known_categories_parse_and_keep_their_category() {
+        let id = StreamId::parse("gateway-gw-01").unwrap();
+        assert_eq!(id.category(), StreamCategory::Gateway);
+        assert_eq!(id.as_str(), "gateway-gw-01");
+    }
+
+    #[test]
+    fn stream_ids_without_a_known_category_or_key_are_rejected() {
+        for bad in ["", "system", "system-", "printer-1", "system-a\nb", &"x".repeat(300)] {
+            assert!(StreamId::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn derived_event_ids_are_stable_and_depend_on_namespace_and_input() {
+        let a = EventId::derived("liveness", b"event-1");
+        assert_eq!(a, EventId::derived("liveness", b"event-1"));
+        assert_ne!(a, EventId::derived("liveness", b"event-2"));
+        assert_ne!(a, EventId::derived("differ", b"event-1"));
+    }
+}
