@@ -1,1 +1,93 @@
-fn main() {}
+//! `fleetlog`: the one binary. See `fleetlog --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fleetlog::bench::append::AppendBench;
+use fleetlog::config::{DatabaseConfig, LogConfig, ServeConfig};
+use fleetlog::{database, schemas, serve, telemetry};
+
+/// Fleetlog keeps the whole life of every machine in a fleet as an immutable event log.
+#[derive(Debug, Parser)]
+#[command(name = "fleetlog", version, about)]
+struct Cli {
+    #[command(flatten)]
+    log: LogConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role (HTTP API, projections) in one process; migrates first.
+    Serve(ServeConfig),
+    /// Apply pending database migrations (creating the database if missing) and exit.
+    Migrate(DatabaseConfig),
+    /// Benchmarks, each against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The JSON Schemas of the event catalogue.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Group-commit append throughput against raw COPY of the same rows.
+    Append(AppendBench),
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemasCommand {
+    /// Write one `{EventType}.v{N}.json` per catalogue event.
+    Export {
+        /// Target folder.
+        #[arg(long, default_value = "docs/events")]
+        out: PathBuf,
+    },
+    /// Exit non-zero when the folder differs from the catalogue.
+    Check {
+        /// Folder to check.
+        #[arg(long, default_value = "docs/events")]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = telemetry::init_logging(&cli.log) {
+        eprintln!("fleetlog: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("fleetlog: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(config) => serve::run(config, telemetry::init_metrics()?).await,
+        Command::Migrate(config) => {
+            let pool = database::connect(&config).await?;
+            database::migrate(&pool).await
+        }
+        Command::Bench(BenchCommand::Append(options)) => fleetlog::bench::append::run(options).await,
+        Command::Schemas(SchemasCommand::Export { out }) => {
+            let written = schemas::export(&out)?;
+            eprintln!("wrote {written} schemas to {}", out.display());
+            Ok(())
+        }
+        Command::Schemas(SchemasCommand::Check { dir }) => {
+            let stale = schemas::stale_files(&dir)?;
+            anyhow::ensure!(stale.is_empty(), "{} is stale ({}); run `fleetlog schemas export`", dir.display(), stale.join(", "));
+            Ok(())
+        }
+    }
+}

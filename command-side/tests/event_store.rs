@@ -274,3 +274,23 @@ async fn a_tailing_reader_sees_every_event_of_concurrent_writers_exactly_once_in
     let positions: Vec<i64> = seen.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=written.len() as i64).collect::<Vec<_>>(), "positions must be dense");
 }
+
+/// Two processes' writers (two stores) take turns on one stream with exact expectations: each
+/// one's remembered versions go stale when the other writes, and it must notice, not overwrite.
+#[sqlx::test(migrations = "../migrations")]
+async fn writers_in_two_processes_see_each_others_appends_to_one_stream(pool: PgPool) {
+    let (first, second) = (store(&pool), store(&pool));
+    let tenant = TenantId::new();
+    let stream = system_stream();
+    for version in 0..6i64 {
+        let writer = if version % 2 == 0 { &first } else { &second };
+        let outcome = writer.append(&stream, ExpectedVersion::Exact(version), heartbeats(tenant, 1)).await.unwrap();
+        assert_eq!(outcome.stream_version(), version + 1);
+        // The other writer's memory says `version`; the stream is at `version + 1` now.
+        let other = if version % 2 == 0 { &second } else { &first };
+        let err = other.append(&stream, ExpectedVersion::Exact(version), heartbeats(tenant, 1)).await.unwrap_err();
+        assert!(matches!(err, EventStoreError::WrongExpectedVersion { actual, .. } if actual == version + 1));
+    }
+    let positions: Vec<i64> = first.read_all(0, 100).await.unwrap().iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=6).collect::<Vec<_>>());
+}

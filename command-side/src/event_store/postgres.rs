@@ -1,17 +1,22 @@
 //! [`PgEventStore`]: the event store on PostgreSQL, with group commit.
 //!
 //! Every `append` is queued to one writer task. The writer takes whatever is queued (up to
-//! [`GroupCommitConfig::max_batch_events`]) and writes it in one transaction:
+//! [`GroupCommitConfig::max_batch_events`]) and writes it in one transaction. Every append
+//! transaction, in any process, locks the single `event_log_head` row before it writes, so
+//! writers commit one after another: positions are dense and commit-ordered, and a reader that
+//! sees position N sees every position below it (docs/adr/001-commit-ordered-positions.md).
 //!
-//! 1. lock the single `event_log_head` row: writers (in any process) commit one after another,
-//!    so positions are dense and commit-ordered and no reader can ever skip one;
-//! 2. read the stored ids and current stream versions the batch touches;
-//! 3. [`plan_batch`] decides every append's fate without I/O;
-//! 4. insert all accepted rows with one `INSERT ... SELECT FROM UNNEST(...)`, bump the head and
-//!    `NOTIFY` tailing readers, commit; then every caller gets its own answer.
+//! - **Fast path** (one round trip): the writer remembers the head it last wrote and the stream
+//!   versions as of that head. [`plan_batch`] decides every append's fate against that memory, and
+//!   `fleetlog_append_batch()` writes the planned rows with one `INSERT ... SELECT FROM UNNEST`
+//!   only if, under the head lock, the head is still the remembered one; it moves the head and
+//!   `NOTIFY`s tailing readers in the same transaction.
+//! - **Careful path**: when the head moved (another process appended), an event id was already
+//!   stored (a retry), or anything failed, the batch is planned again inside one transaction from
+//!   freshly read ids and versions. If that fails as a whole (a row PostgreSQL refuses), each
+//!   append is retried alone, so one bad append cannot fail the others.
 //!
-//! If a batch fails as a whole (a row PostgreSQL refuses), each of its appends is retried alone,
-//! so one bad append cannot fail the others.
+//! Every caller gets its own answer only after the transaction holding its events committed.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -28,7 +33,7 @@ use super::plan::{plan_batch, AppendIntent, BatchPlan, PlannedRow, StoredEvent};
 use super::{AppendOutcome, EventStore, EventStoreError, ExpectedVersion, Result};
 
 /// The `LISTEN`/`NOTIFY` channel on which every commit announces the new head position.
-pub const EVENTS_CHANNEL: &str = "fleetlog_events";
+pub const EVENTS_CHANNEL: &str = "fleetlog_events"; // also named in fleetlog_append_batch()
 
 /// How appends are coalesced into transactions.
 #[derive(Debug, Clone)]
@@ -181,14 +186,21 @@ pub(crate) fn recorded_event_from_row(row: &PgRow) -> Result<RecordedEvent> {
 }
 
 async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<PendingAppend>, config: GroupCommitConfig) {
+    let mut known = KnownVersions::default();
+    let mut previous_batch_appends = 0usize;
     while let Some(first) = queue.recv().await {
         let mut batch_events = first.events.len();
         let mut batch = vec![first];
         let deadline = Instant::now() + config.max_wait;
+        // Linger only while the batch is smaller than the last one: under steady load the
+        // callers just answered are about to come back, and one full batch beats a tiny one
+        // followed by a full one. When load drops, `max_wait` bounds the extra latency.
         while batch_events < config.max_batch_events {
             let next = match queue.try_recv() {
                 Ok(next) => Some(next),
-                Err(mpsc::error::TryRecvError::Empty) if !config.max_wait.is_zero() => {
+                Err(mpsc::error::TryRecvError::Empty)
+                    if !config.max_wait.is_zero() && batch.len() * 10 < previous_batch_appends * 9 =>
+                {
                     tokio::time::timeout_at(deadline.into(), queue.recv()).await.ok().flatten()
                 }
                 Err(_) => None,
@@ -197,28 +209,51 @@ async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<PendingAppend>, conf
             batch_events += next.events.len();
             batch.push(next);
         }
+        previous_batch_appends = batch.len();
         metrics::gauge!("fleetlog_append_queue_depth").decrement(batch.len() as f64);
         let span = tracing::info_span!("append_batch", appends = batch.len(), events = batch_events);
-        commit_batch(&pool, batch).instrument(span).await;
+        commit_batch(&pool, &mut known, batch).instrument(span).await;
     }
 }
 
-/// Writes a batch and answers every caller; isolates appends when the batch fails as a whole.
-async fn commit_batch(pool: &PgPool, batch: Vec<PendingAppend>) {
+/// The writer's knowledge of stream versions as of one head position. While the head is still
+/// there when the writer takes the lock, nobody else has written, and the versions are exact:
+/// a batch then costs one round trip. Any surprise clears it.
+#[derive(Debug, Default)]
+struct KnownVersions {
+    head: Option<i64>,
+    versions: HashMap<String, i64>,
+}
+
+/// Bound on remembered streams; past it the memory starts over.
+const MAX_KNOWN_STREAMS: usize = 1_000_000;
+
+impl KnownVersions {
+    fn forget(&mut self) {
+        self.head = None;
+        self.versions.clear();
+    }
+}
+
+/// Writes a batch and answers every caller.
+///
+/// The fast path plans against [`KnownVersions`] and writes in one statement that checks the
+/// head under its lock. When the head moved (another process wrote), an event id turned out to
+/// be stored already, or anything failed, the careful path re-reads everything inside one
+/// transaction; if that fails as a whole, each append is retried alone so one bad append cannot
+/// fail the others.
+async fn commit_batch(pool: &PgPool, known: &mut KnownVersions, batch: Vec<PendingAppend>) {
     let started = Instant::now();
-    let result = write_batch(pool, &batch).await;
-    let outcomes = match result {
-        Ok(outcomes) => outcomes,
-        Err(error) if batch.len() > 1 => {
-            tracing::warn!(%error, "append batch failed; retrying its appends one by one");
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for pending in &batch {
-                let single = write_batch(pool, std::slice::from_ref(pending)).await;
-                outcomes.push(single.map_or_else(|e| Err(classify(e)), |mut o| o.remove(0)));
+    let outcomes = match write_fast(pool, known, &batch).await {
+        Ok(Some(outcomes)) => outcomes,
+        fallback => {
+            if let Err(error) = fallback {
+                tracing::debug!(%error, "fast append path failed; taking the careful path");
             }
-            outcomes
+            metrics::counter!("fleetlog_append_careful_batches_total").increment(1);
+            known.forget();
+            write_careful(pool, &batch).await
         }
-        Err(error) => vec![Err(classify(error))],
     };
     let elapsed = started.elapsed();
     metrics::histogram!("fleetlog_append_batch_duration_seconds").record(elapsed.as_secs_f64());
@@ -234,6 +269,59 @@ async fn commit_batch(pool: &PgPool, batch: Vec<PendingAppend>) {
         metrics::histogram!("fleetlog_append_latency_seconds").record(pending.enqueued_at.elapsed().as_secs_f64());
         // The caller may have gone away (request cancelled); its events are durable regardless.
         let _ = pending.reply.send(outcome);
+    }
+}
+
+/// The one-round-trip path. `Ok(None)`: nothing was written, because the head moved under us
+/// or an append looks like a conflict (which may be a retry the careful path recognizes).
+async fn write_fast(
+    pool: &PgPool,
+    known: &mut KnownVersions,
+    batch: &[PendingAppend],
+) -> Result<Option<Vec<Result<AppendOutcome>>>, sqlx::Error> {
+    let streams = distinct_streams(batch);
+    if known.head.is_none() || streams.iter().any(|s| !known.versions.contains_key(*s)) {
+        let (head, versions) = read_head_and_versions(pool, &streams).await?;
+        if known.head != Some(head) || known.versions.len() > MAX_KNOWN_STREAMS {
+            known.forget();
+            known.head = Some(head);
+        }
+        known.versions.extend(versions);
+    }
+    let head = known.head.expect("set above");
+    let versions: HashMap<String, i64> = streams.iter().map(|s| ((*s).to_owned(), known.versions[*s])).collect();
+    let plan = plan_batch(head, versions, HashMap::new(), &intents(batch));
+    if plan.outcomes.iter().any(Result::is_err) {
+        // A conflict may be a retry of stored events, which only the careful path can tell.
+        return Ok(None);
+    }
+    let actual_head = append_planned(pool, batch, &plan.rows, head).await?;
+    if actual_head != head {
+        return Ok(None);
+    }
+    for (pending, outcome) in batch.iter().zip(&plan.outcomes) {
+        if let Ok(o) = outcome {
+            known.versions.insert(pending.stream_id.as_str().to_owned(), o.stream_version());
+        }
+    }
+    known.head = Some(plan.last_position);
+    Ok(Some(plan.outcomes))
+}
+
+/// Everything re-read under the lock in one transaction; each append alone if that fails.
+async fn write_careful(pool: &PgPool, batch: &[PendingAppend]) -> Vec<Result<AppendOutcome>> {
+    match write_in_transaction(pool, batch).await {
+        Ok(outcomes) => outcomes,
+        Err(error) if batch.len() > 1 => {
+            tracing::warn!(%error, "append batch failed; retrying its appends one by one");
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for pending in batch {
+                let single = write_in_transaction(pool, std::slice::from_ref(pending)).await;
+                outcomes.push(single.map_or_else(|e| Err(classify(e)), |mut o| o.remove(0)));
+            }
+            outcomes
+        }
+        Err(error) => vec![Err(classify(error))],
     }
 }
 
@@ -260,33 +348,54 @@ fn classify(error: sqlx::Error) -> EventStoreError {
     }
 }
 
-/// One transaction for the whole batch; `Ok` holds one answer per append.
-async fn write_batch(pool: &PgPool, batch: &[PendingAppend]) -> Result<Vec<Result<AppendOutcome>>, sqlx::Error> {
+/// One transaction for the whole batch, every fact re-read under the head lock.
+async fn write_in_transaction(pool: &PgPool, batch: &[PendingAppend]) -> Result<Vec<Result<AppendOutcome>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let head: i64 = sqlx::query_scalar("SELECT last_position FROM event_log_head WHERE id = 1 FOR UPDATE")
         .fetch_one(&mut *tx)
         .await?;
-
     let event_ids: Vec<Uuid> = batch.iter().flat_map(|p| p.events.iter().map(|e| e.event_id.0)).collect();
-    let streams: Vec<&str> = batch.iter().map(|p| p.stream_id.as_str()).collect::<HashSet<_>>().into_iter().collect();
     let stored = load_stored(&mut tx, &event_ids).await?;
-    let versions = load_stream_versions(&mut tx, &streams).await?;
+    let (_, versions) = read_head_and_versions(&mut *tx, &distinct_streams(batch)).await?;
+    let BatchPlan { rows, outcomes, .. } = plan_batch(head, versions, stored, &intents(batch));
+    let written_at = append_planned(&mut *tx, batch, &rows, head).await?;
+    debug_assert_eq!(written_at, head, "the head cannot move while we hold its lock");
+    tx.commit().await?;
+    Ok(outcomes)
+}
 
-    let intents: Vec<AppendIntent<'_>> = batch
+fn distinct_streams(batch: &[PendingAppend]) -> Vec<&str> {
+    let mut seen = HashSet::with_capacity(batch.len());
+    batch.iter().map(|p| p.stream_id.as_str()).filter(|s| seen.insert(*s)).collect()
+}
+
+fn intents(batch: &[PendingAppend]) -> Vec<AppendIntent<'_>> {
+    batch
         .iter()
         .map(|p| AppendIntent {
             stream_id: &p.stream_id,
             expected: p.expected,
             event_ids: p.events.iter().map(|e| e.event_id).collect(),
         })
-        .collect();
-    let BatchPlan { rows, outcomes, last_position } = plan_batch(head, versions, stored, &intents);
+        .collect()
+}
 
-    if !rows.is_empty() {
-        insert_rows(&mut tx, batch, &rows, last_position).await?;
-    }
-    tx.commit().await?;
-    Ok(outcomes)
+/// The head and the versions of `streams` (0 for empty streams), from one snapshot, so they agree.
+async fn read_head_and_versions<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    streams: &[&str],
+) -> Result<(i64, HashMap<String, i64>), sqlx::Error> {
+    let rows: Vec<(i64, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT h.last_position, s.stream_id, \
+                (SELECT max(e.stream_version) FROM events e WHERE e.stream_id = s.stream_id) \
+         FROM event_log_head h LEFT JOIN unnest($1::text[]) AS s(stream_id) ON true WHERE h.id = 1",
+    )
+    .bind(streams)
+    .fetch_all(executor)
+    .await?;
+    let head = rows.first().map(|r| r.0).unwrap_or(0);
+    let versions = rows.into_iter().filter_map(|(_, stream, version)| Some((stream?, version.unwrap_or(0)))).collect();
+    Ok((head, versions))
 }
 
 async fn load_stored(tx: &mut sqlx::PgConnection, event_ids: &[Uuid]) -> Result<HashMap<EventId, StoredEvent>, sqlx::Error> {
@@ -308,26 +417,15 @@ async fn load_stored(tx: &mut sqlx::PgConnection, event_ids: &[Uuid]) -> Result<
         .collect()
 }
 
-async fn load_stream_versions(tx: &mut sqlx::PgConnection, streams: &[&str]) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
-        "SELECT s.stream_id, (SELECT max(e.stream_version) FROM events e WHERE e.stream_id = s.stream_id) \
-         FROM unnest($1::text[]) AS s(stream_id)",
-    )
-    .bind(streams)
-    .fetch_all(tx)
-    .await?;
-    Ok(rows.into_iter().filter_map(|(stream, version)| Some((stream, version?))).collect())
-}
-
-/// Inserts the planned rows, moves the head and notifies tailing readers, in the caller's transaction.
-async fn insert_rows(
-    tx: &mut sqlx::PgConnection,
+/// Calls `fleetlog_append_batch`: writes the planned rows if the head is still `expected_head`
+/// and returns the head it found.
+async fn append_planned<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
     batch: &[PendingAppend],
     rows: &[PlannedRow],
-    last_position: i64,
-) -> Result<(), sqlx::Error> {
+    expected_head: i64,
+) -> Result<i64, sqlx::Error> {
     let n = rows.len();
-    let mut positions = Vec::with_capacity(n);
     let mut event_ids = Vec::with_capacity(n);
     let mut stream_ids = Vec::with_capacity(n);
     let mut stream_versions = Vec::with_capacity(n);
@@ -338,10 +436,10 @@ async fn insert_rows(
     let mut data = Vec::with_capacity(n);
     let mut metadata = Vec::with_capacity(n);
     let mut occurred_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-    for row in rows {
+    for (i, row) in rows.iter().enumerate() {
+        debug_assert_eq!(row.position, expected_head + 1 + i as i64, "rows are planned in position order");
         let pending = &batch[row.append];
         let event = &pending.events[row.event];
-        positions.push(row.position);
         event_ids.push(event.event_id.0);
         stream_ids.push(pending.stream_id.as_str());
         stream_versions.push(row.stream_version);
@@ -353,18 +451,10 @@ async fn insert_rows(
         metadata.push(serde_json::to_string(&event.metadata).expect("metadata serializes"));
         occurred_at.push(event.occurred_at);
     }
-    sqlx::query(
-        "WITH inserted AS ( \
-            INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version, \
-                                tenant_id, payload, data, metadata, occurred_at) \
-            SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[], \
-                                 $7::uuid[], $8::text[]::jsonb[], $9::bytea[], $10::text[]::jsonb[], $11::timestamptz[]) \
-         ), head AS ( \
-            UPDATE event_log_head SET last_position = $12 WHERE id = 1 \
-         ) \
-         SELECT pg_notify($13, $12::text)",
+    sqlx::query_scalar(
+        "SELECT fleetlog_append_batch($1, $2, $3, $4, $5, $6, $7, $8::text[]::jsonb[], $9, $10::text[]::jsonb[], $11)",
     )
-    .bind(&positions)
+    .bind(expected_head)
     .bind(&event_ids)
     .bind(&stream_ids)
     .bind(&stream_versions)
@@ -375,9 +465,6 @@ async fn insert_rows(
     .bind(&data)
     .bind(&metadata)
     .bind(&occurred_at)
-    .bind(last_position)
-    .bind(EVENTS_CHANNEL)
-    .execute(tx)
-    .await?;
-    Ok(())
+    .fetch_one(executor)
+    .await
 }

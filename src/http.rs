@@ -1,0 +1,67 @@
+//! The HTTP server: every role's routes behind one listener, plus health, readiness and metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use command_side::event_store::PgEventStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use sqlx::PgPool;
+use tower_http::trace::TraceLayer;
+
+/// What the server-level routes need.
+#[derive(Clone)]
+pub struct ServerState {
+    pool: PgPool,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The whole HTTP API. `metrics` is `None` where no recorder is installed (tests).
+pub fn app(store: PgEventStore, admin_token: Arc<str>, metrics: Option<PrometheusHandle>) -> Router {
+    let server = ServerState { pool: store.pool().clone(), metrics };
+    let read_api = query_side::router(query_side::AppState { events: store, admin_token });
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(server)
+        .merge(read_api)
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers within two seconds.
+async fn readyz(State(state): State<ServerState>) -> Response {
+    let check = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
+    match check {
+        Ok(Ok(_)) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Err(e)) => unavailable(&format!("database unavailable: {e}")),
+        Err(_) => unavailable("database did not answer within 2 s"),
+    }
+}
+
+fn unavailable(message: &str) -> Response {
+    let body = json!({"error": {"code": "not_ready", "message": message}});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<ServerState>) -> Response {
+    match &state.metrics {
+        Some(handle) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "metrics are not enabled"}}))).into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    let body = json!({"error": {"code": "not_found", "message": "no such route"}});
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
