@@ -8,7 +8,11 @@ use clap::{Args, ValueEnum};
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL of Fleetlog's database (created at start-up if missing and the role may).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/fleetlog")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/fleetlog"
+    )]
     pub database_url: String,
 
     /// Most connections this process opens.
@@ -17,7 +21,11 @@ pub struct DatabaseConfig {
 
     /// Sessions idle inside a transaction longer than this are ended by PostgreSQL, so a stuck
     /// client cannot hold the event log's head lock (seconds).
-    #[arg(long, env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_S",
+        default_value_t = 30
+    )]
     pub idle_in_transaction_timeout_s: u64,
 }
 

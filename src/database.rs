@@ -22,9 +22,14 @@ pub fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptio
 /// Creates the database if it is missing (when the role may), then opens a pool.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let url = &config.database_url;
-    if !Postgres::database_exists(url).await.context("cannot reach PostgreSQL at DATABASE_URL")? {
+    if !Postgres::database_exists(url)
+        .await
+        .context("cannot reach PostgreSQL at DATABASE_URL")?
+    {
         tracing::info!("database does not exist; creating it");
-        Postgres::create_database(url).await.context("cannot create the database")?;
+        Postgres::create_database(url)
+            .await
+            .context("cannot create the database")?;
     }
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
@@ -36,7 +41,13 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
 
 /// Applies every pending migration.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    migrations::MIGRATOR.run(pool).await.context("migrations failed")?;
-    tracing::info!(applied = migrations::MIGRATOR.iter().count(), "database schema is current");
+    migrations::MIGRATOR
+        .run(pool)
+        .await
+        .context("migrations failed")?;
+    tracing::info!(
+        applied = migrations::MIGRATOR.iter().count(),
+        "database schema is current"
+    );
     Ok(())
 }

@@ -22,9 +22,19 @@ pub struct ServerState {
 }
 
 /// The whole HTTP API. `metrics` is `None` where no recorder is installed (tests).
-pub fn app(store: PgEventStore, admin_token: Arc<str>, metrics: Option<PrometheusHandle>) -> Router {
-    let server = ServerState { pool: store.pool().clone(), metrics };
-    let read_api = query_side::router(query_side::AppState { events: store, admin_token });
+pub fn app(
+    store: PgEventStore,
+    admin_token: Arc<str>,
+    metrics: Option<PrometheusHandle>,
+) -> Router {
+    let server = ServerState {
+        pool: store.pool().clone(),
+        metrics,
+    };
+    let read_api = query_side::router(query_side::AppState {
+        events: store,
+        admin_token,
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -41,7 +51,11 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready when the database answers within two seconds.
 async fn readyz(State(state): State<ServerState>) -> Response {
-    let check = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
+    let check = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await;
     match check {
         Ok(Ok(_)) => Json(json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => unavailable(&format!("database unavailable: {e}")),
@@ -56,8 +70,19 @@ fn unavailable(message: &str) -> Response {
 
 async fn render_metrics(State(state): State<ServerState>) -> Response {
     match &state.metrics {
-        Some(handle) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "metrics are not enabled"}}))).into_response(),
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": "metrics are not enabled"}})),
+        )
+            .into_response(),
     }
 }
 

@@ -78,7 +78,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let pool = database::connect(&config).await?;
             database::migrate(&pool).await
         }
-        Command::Bench(BenchCommand::Append(options)) => fleetlog::bench::append::run(options).await,
+        Command::Bench(BenchCommand::Append(options)) => {
+            fleetlog::bench::append::run(options).await
+        }
         Command::Schemas(SchemasCommand::Export { out }) => {
             let written = schemas::export(&out)?;
             eprintln!("wrote {written} schemas to {}", out.display());
@@ -86,7 +88,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Schemas(SchemasCommand::Check { dir }) => {
             let stale = schemas::stale_files(&dir)?;
-            anyhow::ensure!(stale.is_empty(), "{} is stale ({}); run `fleetlog schemas export`", dir.display(), stale.join(", "));
+            anyhow::ensure!(
+                stale.is_empty(),
+                "{} is stale ({}); run `fleetlog schemas export`",
+                dir.display(),
+                stale.join(", ")
+            );
             Ok(())
         }
     }

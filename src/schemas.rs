@@ -26,7 +26,11 @@ pub fn export(dir: &Path) -> anyhow::Result<usize> {
     let files = rendered();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if name.ends_with(".json") && !files.iter().any(|(f, _)| *f == name) {
             std::fs::remove_file(&path)?;
         }

@@ -62,7 +62,11 @@ impl NewEvent {
     }
 
     /// Wraps any event of the catalogue enum.
-    pub fn from_fleet_event(tenant_id: TenantId, event: &FleetEvent, occurred_at: DateTime<Utc>) -> Self {
+    pub fn from_fleet_event(
+        tenant_id: TenantId,
+        event: &FleetEvent,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             event_id: EventId::new(),
             event_type: event.event_type().to_owned(),

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use crate::SchemaError;
 
 /// The tenant every event and every read-model row belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct TenantId(pub Uuid);
 
@@ -34,7 +36,9 @@ impl fmt::Display for TenantId {
 }
 
 /// The unique id of one event; appending an id that is already stored is a no-op success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct EventId(pub Uuid);
 
@@ -221,7 +225,14 @@ mod tests {
 
     #[test]
     fn stream_ids_without_a_known_category_or_key_are_rejected() {
-        for bad in ["", "system", "system-", "printer-1", "system-a\nb", &"x".repeat(300)] {
+        for bad in [
+            "",
+            "system",
+            "system-",
+            "printer-1",
+            "system-a\nb",
+            &"x".repeat(300),
+        ] {
             assert!(StreamId::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -92,7 +92,9 @@ mod tests {
     fn a_v1_system_registration_reads_back_as_a_v2_server_without_labels() {
         let id = Uuid::now_v7();
         let v1 = json!({"system_id": id, "system_key": "FL-AAAA-BBBB-CCCC", "name": "db-1", "secret_hash": "$argon2id$x"});
-        let FleetEvent::SystemRegistered(v2) = FleetEvent::decode("SystemRegistered", 1, v1).unwrap() else {
+        let FleetEvent::SystemRegistered(v2) =
+            FleetEvent::decode("SystemRegistered", 1, v1).unwrap()
+        else {
             panic!("wrong variant");
         };
         assert_eq!(v2.system_id, id);
@@ -103,7 +105,14 @@ mod tests {
     #[test]
     fn a_version_newer_than_the_catalogue_is_an_error() {
         let err = FleetEvent::decode("HeartbeatReceived", 2, json!({})).unwrap_err();
-        assert!(matches!(err, SchemaError::FutureSchemaVersion { stored: 2, current: 1, .. }));
+        assert!(matches!(
+            err,
+            SchemaError::FutureSchemaVersion {
+                stored: 2,
+                current: 1,
+                ..
+            }
+        ));
     }
 
     #[test]

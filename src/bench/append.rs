@@ -49,18 +49,38 @@ pub struct AppendBench {
 
 /// Runs the bench and prints its result.
 pub async fn run(options: AppendBench) -> anyhow::Result<()> {
-    let AppendBench { events, concurrency, streams, events_per_append, .. } = options;
-    ensure!(events > 0 && concurrency > 0 && events_per_append > 0, "events, concurrency and events per append must be positive");
-    ensure!(streams >= concurrency, "need at least one stream per appender (streams >= concurrency)");
-    let scratch = ScratchDatabase::create(&options.database, &options.scratch_database, options.keep).await?;
+    let AppendBench {
+        events,
+        concurrency,
+        streams,
+        events_per_append,
+        ..
+    } = options;
+    ensure!(
+        events > 0 && concurrency > 0 && events_per_append > 0,
+        "events, concurrency and events per append must be positive"
+    );
+    ensure!(
+        streams >= concurrency,
+        "need at least one stream per appender (streams >= concurrency)"
+    );
+    let scratch =
+        ScratchDatabase::create(&options.database, &options.scratch_database, options.keep).await?;
     let tenant = TenantId::new();
     let workloads = plan_workloads(tenant, events, concurrency, streams, events_per_append);
 
-    eprintln!("bench append: N={events} C={concurrency} S={streams} events/append={events_per_append}");
+    eprintln!(
+        "bench append: N={events} C={concurrency} S={streams} events/append={events_per_append}"
+    );
     let store = PgEventStore::start(scratch.pool.clone(), options.append.group_commit());
     let (append_elapsed, latencies, appended) = run_appenders(&store, workloads).await?;
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&scratch.pool).await?;
-    ensure!(stored as usize == events, "stored {stored} events, expected {events}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&scratch.pool)
+        .await?;
+    ensure!(
+        stored as usize == events,
+        "stored {stored} events, expected {events}"
+    );
 
     let copy_elapsed = copy_baseline(&scratch.pool, &appended).await?;
     drop(store);
@@ -98,8 +118,16 @@ type Workload = Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>;
 
 /// Splits N events over C appenders; appender `i` owns streams `i, i + C, ...`, tracks their
 /// versions and appends to them in turn with an exact expected version.
-fn plan_workloads(tenant: TenantId, events: usize, concurrency: usize, streams: usize, per_append: usize) -> Vec<Workload> {
-    let stream_ids: Vec<StreamId> = (0..streams).map(|_| StreamId::system(uuid::Uuid::now_v7())).collect();
+fn plan_workloads(
+    tenant: TenantId,
+    events: usize,
+    concurrency: usize,
+    streams: usize,
+    per_append: usize,
+) -> Vec<Workload> {
+    let stream_ids: Vec<StreamId> = (0..streams)
+        .map(|_| StreamId::system(uuid::Uuid::now_v7()))
+        .collect();
     let mut workloads: Vec<Workload> = vec![Vec::new(); concurrency];
     let mut versions = vec![0i64; streams];
     let mut made = 0;
@@ -114,7 +142,11 @@ fn plan_workloads(tenant: TenantId, events: usize, concurrency: usize, streams: 
             turn[appender] += 1;
             let count = per_append.min(events - made);
             let batch: Vec<NewEvent> = (0..count).map(|i| bench_event(tenant, made + i)).collect();
-            workload.push((stream_ids[stream].clone(), ExpectedVersion::Exact(versions[stream]), batch));
+            workload.push((
+                stream_ids[stream].clone(),
+                ExpectedVersion::Exact(versions[stream]),
+                batch,
+            ));
             versions[stream] += count as i64;
             made += count;
         }
@@ -141,13 +173,22 @@ fn bench_event(tenant: TenantId, n: usize) -> NewEvent {
         tenant_id: tenant,
         payload,
         data: None,
-        metadata: events_schema::Metadata { source: Some("bench".into()), ..Default::default() },
+        metadata: events_schema::Metadata {
+            source: Some("bench".into()),
+            ..Default::default()
+        },
         occurred_at: Utc::now(),
     }
 }
 
-async fn run_appenders(store: &PgEventStore, workloads: Vec<Workload>) -> anyhow::Result<(Duration, Vec<Duration>, Vec<(StreamId, NewEvent, i64, i64)>)> {
-    let total: usize = workloads.iter().flat_map(|w| w.iter().map(|(_, _, e)| e.len())).sum();
+async fn run_appenders(
+    store: &PgEventStore,
+    workloads: Vec<Workload>,
+) -> anyhow::Result<(Duration, Vec<Duration>, Vec<(StreamId, NewEvent, i64, i64)>)> {
+    let total: usize = workloads
+        .iter()
+        .flat_map(|w| w.iter().map(|(_, _, e)| e.len()))
+        .sum();
     let bar = Arc::new(progress(total as u64, "append"));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(workloads.len());
@@ -159,11 +200,17 @@ async fn run_appenders(store: &PgEventStore, workloads: Vec<Workload>) -> anyhow
             let mut appended = Vec::new();
             for (stream, expected, events) in workload {
                 let sent = Instant::now();
-                let outcome: AppendOutcome = store.append(&stream, expected, events.clone()).await?;
+                let outcome: AppendOutcome =
+                    store.append(&stream, expected, events.clone()).await?;
                 latencies.push(sent.elapsed());
                 bar.inc(events.len() as u64);
                 for (event, placed) in events.into_iter().zip(outcome.events) {
-                    appended.push((stream.clone(), event, placed.position, placed.stream_version));
+                    appended.push((
+                        stream.clone(),
+                        event,
+                        placed.position,
+                        placed.stream_version,
+                    ));
                 }
             }
             anyhow::Ok((latencies, appended))
@@ -183,8 +230,13 @@ async fn run_appenders(store: &PgEventStore, workloads: Vec<Workload>) -> anyhow
 }
 
 /// COPYs the same rows, in one transaction, into a table with the same columns and indexes.
-async fn copy_baseline(pool: &PgPool, rows: &[(StreamId, NewEvent, i64, i64)]) -> anyhow::Result<Duration> {
-    sqlx::query("CREATE TABLE bench_copy_baseline (LIKE events INCLUDING ALL)").execute(pool).await?;
+async fn copy_baseline(
+    pool: &PgPool,
+    rows: &[(StreamId, NewEvent, i64, i64)],
+) -> anyhow::Result<Duration> {
+    sqlx::query("CREATE TABLE bench_copy_baseline (LIKE events INCLUDING ALL)")
+        .execute(pool)
+        .await?;
     let mut text = String::with_capacity(rows.len() * 450);
     for (stream, event, position, version) in rows {
         let metadata = serde_json::to_string(&event.metadata)?;
@@ -220,13 +272,21 @@ async fn copy_baseline(pool: &PgPool, rows: &[(StreamId, NewEvent, i64, i64)]) -
     tx.commit().await?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    ensure!(copied as usize == rows.len(), "COPY stored {copied} rows of {}", rows.len());
+    ensure!(
+        copied as usize == rows.len(),
+        "COPY stored {copied} rows of {}",
+        rows.len()
+    );
     Ok(elapsed)
 }
 
 /// Escapes a value for COPY's text format.
 fn copy_escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+    value
+        .replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }
 
 fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
@@ -260,7 +320,10 @@ mod tests {
 
     #[test]
     fn bench_payloads_are_about_300_bytes() {
-        let len = bench_event(TenantId::new(), 12345).payload.to_string().len();
+        let len = bench_event(TenantId::new(), 12345)
+            .payload
+            .to_string()
+            .len();
         assert!((250..=350).contains(&len), "payload is {len} bytes");
     }
 

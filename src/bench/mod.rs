@@ -27,30 +27,45 @@ impl ScratchDatabase {
         let options: PgConnectOptions = crate::database::connect_options(base)?.database(name);
         let mut url = url_with_database(&base.database_url, name)?;
         if Postgres::database_exists(&url).await? {
-            Postgres::force_drop_database(&url).await.context("cannot drop the old scratch database")?;
+            Postgres::force_drop_database(&url)
+                .await
+                .context("cannot drop the old scratch database")?;
         }
-        Postgres::create_database(&url).await.context("cannot create the scratch database")?;
+        Postgres::create_database(&url)
+            .await
+            .context("cannot create the scratch database")?;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(base.database_max_connections)
             .connect_with(options)
             .await?;
         crate::database::migrate(&pool).await?;
-        Ok(Self { url: std::mem::take(&mut url), pool, keep })
+        Ok(Self {
+            url: std::mem::take(&mut url),
+            pool,
+            keep,
+        })
     }
 
     /// Closes the pool and drops the database unless asked to keep it.
     pub async fn finish(self) -> anyhow::Result<()> {
         self.pool.close().await;
         if !self.keep {
-            Postgres::force_drop_database(&self.url).await.context("cannot drop the scratch database")?;
+            Postgres::force_drop_database(&self.url)
+                .await
+                .context("cannot drop the scratch database")?;
         }
         Ok(())
     }
 }
 
 fn url_with_database(url: &str, database: &str) -> anyhow::Result<String> {
-    let (without_query, query) = url.split_once('?').map_or((url, None), |(u, q)| (u, Some(q)));
-    let scheme_end = without_query.find("://").context("DATABASE_URL has no scheme")? + 3;
+    let (without_query, query) = url
+        .split_once('?')
+        .map_or((url, None), |(u, q)| (u, Some(q)));
+    let scheme_end = without_query
+        .find("://")
+        .context("DATABASE_URL has no scheme")?
+        + 3;
     let base = match without_query[scheme_end..].find('/') {
         Some(slash) => &without_query[..scheme_end + slash],
         None => without_query,
@@ -78,8 +93,14 @@ mod tests {
     #[test]
     fn the_scratch_url_replaces_only_the_database_name() {
         let f = super::url_with_database;
-        assert_eq!(f("postgres://u@h:5432/fleetlog", "b").unwrap(), "postgres://u@h:5432/b");
-        assert_eq!(f("postgres://u@h/fleetlog?sslmode=disable", "b").unwrap(), "postgres://u@h/b?sslmode=disable");
+        assert_eq!(
+            f("postgres://u@h:5432/fleetlog", "b").unwrap(),
+            "postgres://u@h:5432/b"
+        );
+        assert_eq!(
+            f("postgres://u@h/fleetlog?sslmode=disable", "b").unwrap(),
+            "postgres://u@h/b?sslmode=disable"
+        );
         assert_eq!(f("postgres://u@h", "b").unwrap(), "postgres://u@h/b");
     }
 }

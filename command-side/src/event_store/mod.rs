@@ -133,5 +133,9 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
 
     /// Up to `limit` events with `position > after_position`, in the one global order.
-    fn read_all(&self, after_position: i64, limit: i64) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+    fn read_all(
+        &self,
+        after_position: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
 }

@@ -67,7 +67,8 @@ pub fn plan_batch(
     let mut position = head;
     for (append_index, append) in appends.iter().enumerate() {
         let stream = append.stream_id.as_str();
-        let known: Vec<Option<&StoredEvent>> = append.event_ids.iter().map(|id| stored.get(id)).collect();
+        let known: Vec<Option<&StoredEvent>> =
+            append.event_ids.iter().map(|id| stored.get(id)).collect();
         if known.iter().any(Option::is_some) {
             outcomes.push(replayed_outcome(append, &known));
             continue;
@@ -90,21 +91,44 @@ pub fn plan_batch(
         for (event_index, event_id) in append.event_ids.iter().enumerate() {
             position += 1;
             let stream_version = actual + 1 + event_index as i64;
-            rows.push(PlannedRow { append: append_index, event: event_index, position, stream_version });
-            events.push(AppendedEvent { event_id: *event_id, position, stream_version });
+            rows.push(PlannedRow {
+                append: append_index,
+                event: event_index,
+                position,
+                stream_version,
+            });
+            events.push(AppendedEvent {
+                event_id: *event_id,
+                position,
+                stream_version,
+            });
             stored.insert(
                 *event_id,
-                StoredEvent { stream_id: stream.to_owned(), position, stream_version },
+                StoredEvent {
+                    stream_id: stream.to_owned(),
+                    position,
+                    stream_version,
+                },
             );
         }
         stream_versions.insert(stream.to_owned(), actual + append.event_ids.len() as i64);
-        outcomes.push(Ok(AppendOutcome { events, duplicate: false }));
+        outcomes.push(Ok(AppendOutcome {
+            events,
+            duplicate: false,
+        }));
     }
-    BatchPlan { rows, outcomes, last_position: position }
+    BatchPlan {
+        rows,
+        outcomes,
+        last_position: position,
+    }
 }
 
 /// An append whose ids are (partly) stored already: a retry if all are stored in its stream.
-fn replayed_outcome(append: &AppendIntent<'_>, known: &[Option<&StoredEvent>]) -> Result<AppendOutcome, EventStoreError> {
+fn replayed_outcome(
+    append: &AppendIntent<'_>,
+    known: &[Option<&StoredEvent>],
+) -> Result<AppendOutcome, EventStoreError> {
     let mut events = Vec::with_capacity(known.len());
     for (event_id, stored) in append.event_ids.iter().zip(known) {
         match stored {
@@ -125,7 +149,10 @@ fn replayed_outcome(append: &AppendIntent<'_>, known: &[Option<&StoredEvent>]) -
             }
         }
     }
-    Ok(AppendOutcome { events, duplicate: true })
+    Ok(AppendOutcome {
+        events,
+        duplicate: true,
+    })
 }
 
 #[cfg(test)]
@@ -144,13 +171,29 @@ mod tests {
     fn appends_in_one_batch_get_consecutive_positions_and_stream_versions() {
         let (a, b) = (stream("system-a"), stream("system-b"));
         let appends = [
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Exact(3), event_ids: ids(2) },
-            AppendIntent { stream_id: &b, expected: ExpectedVersion::NoStream, event_ids: ids(1) },
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Exact(5), event_ids: ids(1) },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Exact(3),
+                event_ids: ids(2),
+            },
+            AppendIntent {
+                stream_id: &b,
+                expected: ExpectedVersion::NoStream,
+                event_ids: ids(1),
+            },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Exact(5),
+                event_ids: ids(1),
+            },
         ];
         let versions = HashMap::from([("system-a".to_owned(), 3)]);
         let plan = plan_batch(10, versions, HashMap::new(), &appends);
-        let positions: Vec<_> = plan.rows.iter().map(|r| (r.position, r.stream_version)).collect();
+        let positions: Vec<_> = plan
+            .rows
+            .iter()
+            .map(|r| (r.position, r.stream_version))
+            .collect();
         assert_eq!(positions, [(11, 4), (12, 5), (13, 1), (14, 6)]);
         assert_eq!(plan.last_position, 14);
         assert!(plan.outcomes.iter().all(Result::is_ok));
@@ -160,9 +203,21 @@ mod tests {
     fn a_conflict_rejects_only_its_own_append() {
         let a = stream("system-a");
         let appends = [
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Exact(0), event_ids: ids(1) },
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Exact(0), event_ids: ids(1) },
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Any, event_ids: ids(1) },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Exact(0),
+                event_ids: ids(1),
+            },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Exact(0),
+                event_ids: ids(1),
+            },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Any,
+                event_ids: ids(1),
+            },
         ];
         let plan = plan_batch(0, HashMap::new(), HashMap::new(), &appends);
         assert!(plan.outcomes[0].is_ok());
@@ -182,10 +237,21 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, id)| {
-                (*id, StoredEvent { stream_id: "system-a".into(), position: 7 + i as i64, stream_version: 1 + i as i64 })
+                (
+                    *id,
+                    StoredEvent {
+                        stream_id: "system-a".into(),
+                        position: 7 + i as i64,
+                        stream_version: 1 + i as i64,
+                    },
+                )
             })
             .collect();
-        let appends = [AppendIntent { stream_id: &a, expected: ExpectedVersion::NoStream, event_ids }];
+        let appends = [AppendIntent {
+            stream_id: &a,
+            expected: ExpectedVersion::NoStream,
+            event_ids,
+        }];
         let plan = plan_batch(9, HashMap::from([("system-a".into(), 2)]), stored, &appends);
         let outcome = plan.outcomes[0].as_ref().unwrap();
         assert!(outcome.duplicate);
@@ -199,8 +265,16 @@ mod tests {
         let a = stream("system-a");
         let event_ids = ids(1);
         let appends = [
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Any, event_ids: event_ids.clone() },
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Any, event_ids },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Any,
+                event_ids: event_ids.clone(),
+            },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Any,
+                event_ids,
+            },
         ];
         let plan = plan_batch(0, HashMap::new(), HashMap::new(), &appends);
         assert_eq!(plan.rows.len(), 1);
@@ -214,15 +288,29 @@ mod tests {
         let event_ids = ids(2);
         let stored = HashMap::from([(
             event_ids[1],
-            StoredEvent { stream_id: "system-a".into(), position: 1, stream_version: 1 },
+            StoredEvent {
+                stream_id: "system-a".into(),
+                position: 1,
+                stream_version: 1,
+            },
         )]);
         let appends = [
-            AppendIntent { stream_id: &a, expected: ExpectedVersion::Any, event_ids: event_ids.clone() },
-            AppendIntent { stream_id: &b, expected: ExpectedVersion::Any, event_ids: vec![event_ids[1]] },
+            AppendIntent {
+                stream_id: &a,
+                expected: ExpectedVersion::Any,
+                event_ids: event_ids.clone(),
+            },
+            AppendIntent {
+                stream_id: &b,
+                expected: ExpectedVersion::Any,
+                event_ids: vec![event_ids[1]],
+            },
         ];
         let plan = plan_batch(1, HashMap::new(), stored, &appends);
         for outcome in &plan.outcomes {
-            assert!(matches!(outcome, Err(EventStoreError::EventIdReused { event_id }) if *event_id == event_ids[1]));
+            assert!(
+                matches!(outcome, Err(EventStoreError::EventIdReused { event_id }) if *event_id == event_ids[1])
+            );
         }
         assert!(plan.rows.is_empty());
     }

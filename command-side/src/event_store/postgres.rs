@@ -49,7 +49,11 @@ pub struct GroupCommitConfig {
 
 impl Default for GroupCommitConfig {
     fn default() -> Self {
-        Self { max_batch_events: 4096, max_wait: Duration::ZERO, queue_capacity: 16_384 }
+        Self {
+            max_batch_events: 4096,
+            max_wait: Duration::ZERO,
+            queue_capacity: 16_384,
+        }
     }
 }
 
@@ -84,20 +88,29 @@ impl PgEventStore {
 
     /// The last position handed out (committed).
     pub async fn head_position(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT last_position FROM event_log_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT last_position FROM event_log_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Like [`EventStore::read_all`], keeping only events whose type is in `event_types`
     /// (all types when empty).
-    pub async fn read_all_of_types(&self, after_position: i64, limit: i64, event_types: &[String]) -> Result<Vec<RecordedEvent>> {
+    pub async fn read_all_of_types(
+        &self,
+        after_position: i64,
+        limit: i64,
+        event_types: &[String],
+    ) -> Result<Vec<RecordedEvent>> {
         let rows = if event_types.is_empty() {
-            sqlx::query(&format!("{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"))
-                .bind(after_position)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
+            sqlx::query(&format!(
+                "{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"
+            ))
+            .bind(after_position)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
         } else {
             sqlx::query(&format!(
                 "{SELECT_EVENTS} WHERE position > $1 AND event_type = ANY($3) ORDER BY position LIMIT $2"
@@ -113,10 +126,21 @@ impl PgEventStore {
 }
 
 impl EventStore for PgEventStore {
-    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendOutcome> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
         check_append(&events)?;
         let (reply, answer) = oneshot::channel();
-        let pending = PendingAppend { stream_id: stream.clone(), expected, events, reply, enqueued_at: Instant::now() };
+        let pending = PendingAppend {
+            stream_id: stream.clone(),
+            expected,
+            events,
+            reply,
+            enqueued_at: Instant::now(),
+        };
         metrics::gauge!("fleetlog_append_queue_depth").increment(1.0);
         if self.queue.send(pending).await.is_err() {
             metrics::gauge!("fleetlog_append_queue_depth").decrement(1.0);
@@ -125,7 +149,12 @@ impl EventStore for PgEventStore {
         answer.await.map_err(|_| EventStoreError::Unavailable)?
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: i64, limit: i64) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(&format!(
             "{SELECT_EVENTS} WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
         ))
@@ -145,21 +174,29 @@ impl EventStore for PgEventStore {
 /// Rejects appends that no state of the store could accept.
 fn check_append(events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
-        return Err(EventStoreError::InvalidAppend("an append needs at least one event".into()));
+        return Err(EventStoreError::InvalidAppend(
+            "an append needs at least one event".into(),
+        ));
     }
     let mut seen = HashSet::with_capacity(events.len());
     for event in events {
         if !seen.insert(event.event_id) {
-            return Err(EventStoreError::InvalidAppend(format!("event id {} appears twice", event.event_id)));
+            return Err(EventStoreError::InvalidAppend(format!(
+                "event id {} appears twice",
+                event.event_id
+            )));
         }
         if event.event_type.is_empty() || event.schema_version == 0 {
-            return Err(EventStoreError::InvalidAppend("every event needs a type and a schema version".into()));
+            return Err(EventStoreError::InvalidAppend(
+                "every event needs a type and a schema version".into(),
+            ));
         }
     }
     Ok(())
 }
 
-const SELECT_EVENTS: &str = "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, \
+const SELECT_EVENTS: &str =
+    "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, \
      tenant_id, payload, data, metadata, occurred_at, recorded_at FROM events";
 
 /// Decodes one row of [`SELECT_EVENTS`].
@@ -185,7 +222,11 @@ pub(crate) fn recorded_event_from_row(row: &PgRow) -> Result<RecordedEvent> {
     })
 }
 
-async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<PendingAppend>, config: GroupCommitConfig) {
+async fn run_writer(
+    pool: PgPool,
+    mut queue: mpsc::Receiver<PendingAppend>,
+    config: GroupCommitConfig,
+) {
     let mut known = KnownVersions::default();
     let mut previous_batch_appends = 0usize;
     while let Some(first) = queue.recv().await {
@@ -199,9 +240,13 @@ async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<PendingAppend>, conf
             let next = match queue.try_recv() {
                 Ok(next) => Some(next),
                 Err(mpsc::error::TryRecvError::Empty)
-                    if !config.max_wait.is_zero() && batch.len() * 10 < previous_batch_appends * 9 =>
+                    if !config.max_wait.is_zero()
+                        && batch.len() * 10 < previous_batch_appends * 9 =>
                 {
-                    tokio::time::timeout_at(deadline.into(), queue.recv()).await.ok().flatten()
+                    tokio::time::timeout_at(deadline.into(), queue.recv())
+                        .await
+                        .ok()
+                        .flatten()
                 }
                 Err(_) => None,
             };
@@ -211,8 +256,11 @@ async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<PendingAppend>, conf
         }
         previous_batch_appends = batch.len();
         metrics::gauge!("fleetlog_append_queue_depth").decrement(batch.len() as f64);
-        let span = tracing::info_span!("append_batch", appends = batch.len(), events = batch_events);
-        commit_batch(&pool, &mut known, batch).instrument(span).await;
+        let span =
+            tracing::info_span!("append_batch", appends = batch.len(), events = batch_events);
+        commit_batch(&pool, &mut known, batch)
+            .instrument(span)
+            .await;
     }
 }
 
@@ -260,13 +308,17 @@ async fn commit_batch(pool: &PgPool, known: &mut KnownVersions, batch: Vec<Pendi
     metrics::histogram!("fleetlog_append_batch_appends").record(batch.len() as f64);
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
         match &outcome {
-            Ok(o) if !o.duplicate => metrics::counter!("fleetlog_events_appended_total").increment(o.events.len() as u64),
+            Ok(o) if !o.duplicate => {
+                metrics::counter!("fleetlog_events_appended_total").increment(o.events.len() as u64)
+            }
             Ok(_) => metrics::counter!("fleetlog_append_duplicates_total").increment(1),
             Err(e) => {
-                metrics::counter!("fleetlog_append_errors_total", "kind" => error_kind(e)).increment(1);
+                metrics::counter!("fleetlog_append_errors_total", "kind" => error_kind(e))
+                    .increment(1);
             }
         }
-        metrics::histogram!("fleetlog_append_latency_seconds").record(pending.enqueued_at.elapsed().as_secs_f64());
+        metrics::histogram!("fleetlog_append_latency_seconds")
+            .record(pending.enqueued_at.elapsed().as_secs_f64());
         // The caller may have gone away (request cancelled); its events are durable regardless.
         let _ = pending.reply.send(outcome);
     }
@@ -289,7 +341,10 @@ async fn write_fast(
         known.versions.extend(versions);
     }
     let head = known.head.expect("set above");
-    let versions: HashMap<String, i64> = streams.iter().map(|s| ((*s).to_owned(), known.versions[*s])).collect();
+    let versions: HashMap<String, i64> = streams
+        .iter()
+        .map(|s| ((*s).to_owned(), known.versions[*s]))
+        .collect();
     let plan = plan_batch(head, versions, HashMap::new(), &intents(batch));
     if plan.outcomes.iter().any(Result::is_err) {
         // A conflict may be a retry of stored events, which only the careful path can tell.
@@ -301,7 +356,9 @@ async fn write_fast(
     }
     for (pending, outcome) in batch.iter().zip(&plan.outcomes) {
         if let Ok(o) = outcome {
-            known.versions.insert(pending.stream_id.as_str().to_owned(), o.stream_version());
+            known
+                .versions
+                .insert(pending.stream_id.as_str().to_owned(), o.stream_version());
         }
     }
     known.head = Some(plan.last_position);
@@ -349,24 +406,38 @@ fn classify(error: sqlx::Error) -> EventStoreError {
 }
 
 /// One transaction for the whole batch, every fact re-read under the head lock.
-async fn write_in_transaction(pool: &PgPool, batch: &[PendingAppend]) -> Result<Vec<Result<AppendOutcome>>, sqlx::Error> {
+async fn write_in_transaction(
+    pool: &PgPool,
+    batch: &[PendingAppend],
+) -> Result<Vec<Result<AppendOutcome>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let head: i64 = sqlx::query_scalar("SELECT last_position FROM event_log_head WHERE id = 1 FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await?;
-    let event_ids: Vec<Uuid> = batch.iter().flat_map(|p| p.events.iter().map(|e| e.event_id.0)).collect();
+    let head: i64 =
+        sqlx::query_scalar("SELECT last_position FROM event_log_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+    let event_ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|p| p.events.iter().map(|e| e.event_id.0))
+        .collect();
     let stored = load_stored(&mut tx, &event_ids).await?;
     let (_, versions) = read_head_and_versions(&mut *tx, &distinct_streams(batch)).await?;
     let BatchPlan { rows, outcomes, .. } = plan_batch(head, versions, stored, &intents(batch));
     let written_at = append_planned(&mut *tx, batch, &rows, head).await?;
-    debug_assert_eq!(written_at, head, "the head cannot move while we hold its lock");
+    debug_assert_eq!(
+        written_at, head,
+        "the head cannot move while we hold its lock"
+    );
     tx.commit().await?;
     Ok(outcomes)
 }
 
 fn distinct_streams(batch: &[PendingAppend]) -> Vec<&str> {
     let mut seen = HashSet::with_capacity(batch.len());
-    batch.iter().map(|p| p.stream_id.as_str()).filter(|s| seen.insert(*s)).collect()
+    batch
+        .iter()
+        .map(|p| p.stream_id.as_str())
+        .filter(|s| seen.insert(*s))
+        .collect()
 }
 
 fn intents(batch: &[PendingAppend]) -> Vec<AppendIntent<'_>> {
@@ -394,15 +465,23 @@ async fn read_head_and_versions<'c>(
     .fetch_all(executor)
     .await?;
     let head = rows.first().map(|r| r.0).unwrap_or(0);
-    let versions = rows.into_iter().filter_map(|(_, stream, version)| Some((stream?, version.unwrap_or(0)))).collect();
+    let versions = rows
+        .into_iter()
+        .filter_map(|(_, stream, version)| Some((stream?, version.unwrap_or(0))))
+        .collect();
     Ok((head, versions))
 }
 
-async fn load_stored(tx: &mut sqlx::PgConnection, event_ids: &[Uuid]) -> Result<HashMap<EventId, StoredEvent>, sqlx::Error> {
-    let rows = sqlx::query("SELECT event_id, stream_id, position, stream_version FROM events WHERE event_id = ANY($1)")
-        .bind(event_ids)
-        .fetch_all(tx)
-        .await?;
+async fn load_stored(
+    tx: &mut sqlx::PgConnection,
+    event_ids: &[Uuid],
+) -> Result<HashMap<EventId, StoredEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT event_id, stream_id, position, stream_version FROM events WHERE event_id = ANY($1)",
+    )
+    .bind(event_ids)
+    .fetch_all(tx)
+    .await?;
     rows.iter()
         .map(|row| {
             Ok((
@@ -437,7 +516,11 @@ async fn append_planned<'c>(
     let mut metadata = Vec::with_capacity(n);
     let mut occurred_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     for (i, row) in rows.iter().enumerate() {
-        debug_assert_eq!(row.position, expected_head + 1 + i as i64, "rows are planned in position order");
+        debug_assert_eq!(
+            row.position,
+            expected_head + 1 + i as i64,
+            "rows are planned in position order"
+        );
         let pending = &batch[row.append];
         let event = &pending.events[row.event];
         event_ids.push(event.event_id.0);

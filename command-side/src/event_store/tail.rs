@@ -27,7 +27,13 @@ impl EventTail {
     pub async fn start(store: PgEventStore, after_position: i64, batch_size: i64) -> Result<Self> {
         let mut listener = PgListener::connect_with(store.pool()).await?;
         listener.listen(EVENTS_CHANNEL).await?;
-        Ok(Self { store, listener, position: after_position, batch_size: batch_size.max(1), idle_poll: Duration::from_secs(5) })
+        Ok(Self {
+            store,
+            listener,
+            position: after_position,
+            batch_size: batch_size.max(1),
+            idle_poll: Duration::from_secs(5),
+        })
     }
 
     /// The position of the last event returned.

@@ -132,13 +132,18 @@ catalogue! {
 impl FleetEvent {
     /// Reads a stored payload of any schema version: older versions are upcast step by step
     /// to the current one, then deserialized.
-    pub fn decode(event_type: &str, schema_version: u32, payload: Value) -> Result<Self, SchemaError> {
+    pub fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: Value,
+    ) -> Result<Self, SchemaError> {
         let current = EVENT_TYPES
             .iter()
             .find(|(name, _)| *name == event_type)
             .map(|(_, version)| *version)
             .ok_or_else(|| SchemaError::UnknownEventType(event_type.to_owned()))?;
-        let payload = Upcasters::catalogue().upcast(event_type, schema_version, current, payload)?;
+        let payload =
+            Upcasters::catalogue().upcast(event_type, schema_version, current, payload)?;
         Self::from_current(event_type, payload)
     }
 }

@@ -9,8 +9,8 @@ use events_schema::{RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
-use crate::extract::{Path, Query};
 use crate::error::{ApiError, Result};
+use crate::extract::{Path, Query};
 use crate::AppState;
 
 /// Default page size.
@@ -72,15 +72,29 @@ pub struct StreamPage {
 }
 
 #[tracing::instrument(skip_all, fields(after = query.after))]
-async fn list_events(_: Admin, State(state): State<AppState>, Query(query): Query<LogQuery>) -> Result<Json<LogPage>> {
+async fn list_events(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(query): Query<LogQuery>,
+) -> Result<Json<LogPage>> {
     let limit = page_limit(query.limit)?;
     if query.after < 0 {
-        return Err(ApiError::bad_request("invalid_query", "`after` must be 0 or a position"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`after` must be 0 or a position",
+        ));
     }
     let types = parse_types(query.event_type.as_deref())?;
-    let events = state.events.read_all_of_types(query.after, limit, &types).await?;
+    let events = state
+        .events
+        .read_all_of_types(query.after, limit, &types)
+        .await?;
     let next_after = events.last().map_or(query.after, |e| e.position);
-    Ok(Json(LogPage { has_more: events.len() as i64 == limit, next_after, events }))
+    Ok(Json(LogPage {
+        has_more: events.len() as i64 == limit,
+        next_after,
+        events,
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(stream.id = %stream))]
@@ -90,32 +104,62 @@ async fn list_stream_events(
     Path(stream): Path<String>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Json<StreamPage>> {
-    let stream_id = StreamId::parse(&stream).map_err(|e| ApiError::bad_request("invalid_stream_id", e.to_string()))?;
+    let stream_id = StreamId::parse(&stream)
+        .map_err(|e| ApiError::bad_request("invalid_stream_id", e.to_string()))?;
     let limit = page_limit(query.limit)?;
     let from_version = query.from_version.unwrap_or(1);
     if from_version < 1 {
-        return Err(ApiError::bad_request("invalid_query", "`from_version` starts at 1"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`from_version` starts at 1",
+        ));
     }
-    let events = state.events.read_stream(&stream_id, from_version, limit).await?;
+    let events = state
+        .events
+        .read_stream(&stream_id, from_version, limit)
+        .await?;
     if events.is_empty() && from_version == 1 {
-        return Err(ApiError::NotFound(format!("stream {stream_id} has no events")));
+        return Err(ApiError::NotFound(format!(
+            "stream {stream_id} has no events"
+        )));
     }
     let next_from_version = events.last().map_or(from_version, |e| e.stream_version + 1);
-    Ok(Json(StreamPage { stream_id, has_more: events.len() as i64 == limit, next_from_version, events }))
+    Ok(Json(StreamPage {
+        stream_id,
+        has_more: events.len() as i64 == limit,
+        next_from_version,
+        events,
+    }))
 }
 
 fn page_limit(limit: Option<i64>) -> Result<i64> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
         n @ 1..=MAX_LIMIT => Ok(n),
-        n => Err(ApiError::bad_request("invalid_query", format!("`limit` must be between 1 and {MAX_LIMIT}, not {n}"))),
+        n => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_LIMIT}, not {n}"),
+        )),
     }
 }
 
 fn parse_types(raw: Option<&str>) -> Result<Vec<String>> {
-    let Some(raw) = raw else { return Ok(Vec::new()) };
-    let types: Vec<String> = raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
-    if let Some(unknown) = types.iter().find(|t| !events_schema::EVENT_TYPES.iter().any(|(name, _)| name == t)) {
-        return Err(ApiError::bad_request("invalid_query", format!("unknown event type {unknown:?}")));
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let types: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(unknown) = types
+        .iter()
+        .find(|t| !events_schema::EVENT_TYPES.iter().any(|(name, _)| name == t))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("unknown event type {unknown:?}"),
+        ));
     }
     Ok(types)
 }

@@ -1,0 +1,23 @@
+//! The committed JSON Schemas in `docs/events/` must match the catalogue in code.
+
+use std::path::Path;
+
+#[test]
+fn committed_event_schemas_match_the_catalogue() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events");
+    let stale = fleetlog::schemas::stale_files(&dir).unwrap();
+    assert!(
+        stale.is_empty(),
+        "docs/events is stale: {stale:?}; run `cargo run -- schemas export`"
+    );
+}
+
+#[test]
+fn every_catalogue_event_has_a_schema_file_named_by_type_and_version() {
+    let names: Vec<String> = fleetlog::schemas::rendered()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names.len(), events_schema::EVENT_TYPES.len());
+    assert!(names.contains(&"SystemRegistered.v2.json".to_owned()));
+}
