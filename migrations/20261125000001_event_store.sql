@@ -52,11 +52,11 @@ CREATE TRIGGER events_no_truncate
 
 -- Appends one planned batch, in the caller's transaction or as its own (one round trip).
 --
--- The caller planned stream versions and positions against `expected_head`. Under the head lock
--- the function checks that no other writer moved the head since; if one did, it writes nothing
--- and returns the actual head, and the caller plans again. Otherwise it inserts the rows with
--- positions expected_head + 1, + 2, ..., moves the head, notifies tailing readers and returns
--- expected_head.
+-- The caller planned stream versions and positions against `expected_head`. The function moves
+-- the head only if it is still `expected_head` (taking its row lock, which serializes writers);
+-- if another writer moved it, nothing is written and the actual head is returned, and the caller
+-- plans again. Otherwise it inserts the rows at positions expected_head + 1, + 2, ..., notifies
+-- tailing readers and returns expected_head.
 CREATE FUNCTION fleetlog_append_batch(
     expected_head   bigint,
     event_ids       uuid[],
@@ -74,20 +74,24 @@ DECLARE
     head bigint;
     appended bigint := coalesce(cardinality(event_ids), 0);
 BEGIN
-    SELECT h.last_position INTO head FROM event_log_head h WHERE h.id = 1 FOR UPDATE;
-    IF head <> expected_head OR appended = 0 THEN
+    -- Moving the head takes its row lock (held until commit) and checks it in one step.
+    UPDATE event_log_head SET last_position = expected_head + appended
+     WHERE id = 1 AND last_position = expected_head;
+    IF NOT FOUND THEN
+        SELECT h.last_position INTO head FROM event_log_head h WHERE h.id = 1;
         RETURN head;
     END IF;
-    INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version,
-                        tenant_id, payload, data, metadata, occurred_at)
-    SELECT expected_head + r.ord, r.event_id, r.stream_id, r.stream_version, r.event_type,
-           r.schema_version, r.tenant_id, r.payload, r.data, r.metadata, r.occurred_at
-    FROM unnest(event_ids, stream_ids, stream_versions, event_types, schema_versions, tenant_ids,
-                payloads, data, metadata, occurred_at)
-         WITH ORDINALITY AS r(event_id, stream_id, stream_version, event_type, schema_version,
-                              tenant_id, payload, data, metadata, occurred_at, ord);
-    UPDATE event_log_head SET last_position = expected_head + appended WHERE id = 1;
-    PERFORM pg_notify('fleetlog_events', (expected_head + appended)::text);
+    IF appended > 0 THEN
+        INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version,
+                            tenant_id, payload, data, metadata, occurred_at)
+        SELECT expected_head + r.ord, r.event_id, r.stream_id, r.stream_version, r.event_type,
+               r.schema_version, r.tenant_id, r.payload, r.data, r.metadata, r.occurred_at
+        FROM unnest(event_ids, stream_ids, stream_versions, event_types, schema_versions, tenant_ids,
+                    payloads, data, metadata, occurred_at)
+             WITH ORDINALITY AS r(event_id, stream_id, stream_version, event_type, schema_version,
+                                  tenant_id, payload, data, metadata, occurred_at, ord);
+        PERFORM pg_notify('fleetlog_events', (expected_head + appended)::text);
+    END IF;
     RETURN expected_head;
 END
 $$;

@@ -42,6 +42,7 @@ pub fn app(
         .with_state(server)
         .merge(read_api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
 }
 
@@ -84,6 +85,11 @@ async fn render_metrics(State(state): State<ServerState>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn method_not_allowed() -> Response {
+    let body = json!({"error": {"code": "method_not_allowed", "message": "this route does not take that method"}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 async fn not_found() -> Response {

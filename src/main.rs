@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every role (HTTP API, projections) in one process; migrates first.
+    /// Run Fleetlog: creates the database if missing, migrates, then serves the HTTP API.
     Serve(ServeConfig),
     /// Apply pending database migrations (creating the database if missing) and exit.
     Migrate(DatabaseConfig),

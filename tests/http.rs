@@ -185,6 +185,12 @@ async fn bad_queries_get_a_json_400_in_the_error_shape(pool: PgPool) {
             "{uri}: {body}"
         );
     }
+    let request = Request::post("/api/events").body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_error(&body, "method_not_allowed");
     let (status, body) = get(&app, "/no/such/route", Some(TOKEN)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&body, "not_found");

@@ -125,7 +125,8 @@ pub struct RecordedEvent {
     pub metadata: Metadata,
     /// The sender's clock.
     pub occurred_at: DateTime<Utc>,
-    /// Fleetlog's clock when the event was committed.
+    /// Fleetlog's clock (PostgreSQL's `now()`) when the appending transaction started; order by
+    /// `position`, not by this.
     pub recorded_at: DateTime<Utc>,
 }
 

@@ -304,6 +304,9 @@ async fn commit_batch(pool: &PgPool, known: &mut KnownVersions, batch: Vec<Pendi
         }
     };
     let elapsed = started.elapsed();
+    if let Some(head) = known.head {
+        metrics::gauge!("fleetlog_event_log_head_position").set(head as f64);
+    }
     metrics::histogram!("fleetlog_append_batch_duration_seconds").record(elapsed.as_secs_f64());
     metrics::histogram!("fleetlog_append_batch_appends").record(batch.len() as f64);
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
