@@ -54,9 +54,9 @@ CREATE TRIGGER events_no_truncate
 --
 -- The caller planned stream versions and positions against `expected_head`. The function moves
 -- the head only if it is still `expected_head` (taking its row lock, which serializes writers);
--- if another writer moved it, nothing is written and the actual head is returned, and the caller
--- plans again. Otherwise it inserts the rows at positions expected_head + 1, + 2, ..., notifies
--- tailing readers and returns expected_head.
+-- then it inserts the rows at positions expected_head + 1, + 2, ..., notifies tailing readers and
+-- returns written = true. If another writer moved the head, nothing is written: written = false,
+-- with the head found (which may already be newer by the time the caller reads it).
 CREATE FUNCTION fleetlog_append_batch(
     expected_head   bigint,
     event_ids       uuid[],
@@ -68,18 +68,20 @@ CREATE FUNCTION fleetlog_append_batch(
     payloads        jsonb[],
     data            bytea[],
     metadata        jsonb[],
-    occurred_at     timestamptz[]
-) RETURNS bigint LANGUAGE plpgsql AS $$
+    occurred_at     timestamptz[],
+    OUT written     boolean,
+    OUT found_head  bigint
+) LANGUAGE plpgsql AS $$
 DECLARE
-    head bigint;
     appended bigint := coalesce(cardinality(event_ids), 0);
 BEGIN
     -- Moving the head takes its row lock (held until commit) and checks it in one step.
     UPDATE event_log_head SET last_position = expected_head + appended
      WHERE id = 1 AND last_position = expected_head;
     IF NOT FOUND THEN
-        SELECT h.last_position INTO head FROM event_log_head h WHERE h.id = 1;
-        RETURN head;
+        written := false;
+        SELECT h.last_position INTO found_head FROM event_log_head h WHERE h.id = 1;
+        RETURN;
     END IF;
     IF appended > 0 THEN
         INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version,
@@ -92,6 +94,7 @@ BEGIN
                                   tenant_id, payload, data, metadata, occurred_at, ord);
         PERFORM pg_notify('fleetlog_events', (expected_head + appended)::text);
     END IF;
-    RETURN expected_head;
+    written := true;
+    found_head := expected_head;
 END
 $$;

@@ -2,12 +2,14 @@
 //!
 //! - [`EventStore`]: the small trait that command handlers and reactors append through.
 //! - [`plan`]: the pure part of an append batch (idempotency and expected-version checks).
-//! - [`postgres`]: [`PgEventStore`], the PostgreSQL implementation with group commit.
+//! - [`postgres`]: [`PgEventStore`], the PostgreSQL implementation: appends and reads.
+//! - [`writer`]: the group-commit writer behind [`PgEventStore`]'s appends.
 //! - [`tail`]: [`EventTail`], a reader that follows the log live, woken by `NOTIFY`.
 
 pub mod plan;
 pub mod postgres;
 pub mod tail;
+pub mod writer;
 
 use std::fmt;
 use std::future::Future;
@@ -15,8 +17,9 @@ use std::future::Future;
 use events_schema::{EventId, NewEvent, RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
 
-pub use postgres::{GroupCommitConfig, PgEventStore};
+pub use postgres::PgEventStore;
 pub use tail::EventTail;
+pub use writer::GroupCommitConfig;
 
 /// What the caller believes about a stream before appending to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
