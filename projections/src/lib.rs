@@ -1,9 +1,21 @@
-//! Fleetlog's projections: the subscription runtime, projectors (pure folds into read models) and
-//! reactors (which turn events and the passage of time into new events).
+//! Fleetlog's projections: the runtime that folds the event log into read models.
 //!
 //! # Layout
 //!
-//! Nothing here yet: the runtime builds on the event store's
-//! [`EventTail`](command_side::event_store::EventTail), which follows the log in its one global order.
+//! - [`projector`]: the [`Projector`] trait (load, pure fold, flush) and [`FoldError`].
+//! - [`runtime`]: [`ProjectionRunner`]: batches in the global order, the read-model writes and the
+//!   checkpoint in one transaction (exactly once across crashes), retries with backoff, parked
+//!   poison events, lag metrics.
+//! - [`checkpoint`]: SQL of checkpoints and parked events.
+//! - [`event_type_counts`]: the simplest read model, events per tenant and type.
+//! - [`testing`]: the determinism helper: live with restarts == rebuilt from 0, row for row.
 
-pub use command_side::event_store::EventTail;
+pub mod checkpoint;
+pub mod event_type_counts;
+pub mod projector;
+pub mod runtime;
+pub mod testing;
+
+pub use event_type_counts::EventTypeCounts;
+pub use projector::{FoldError, Projector};
+pub use runtime::{ProjectionRunner, RetryPolicy, RuntimeError};

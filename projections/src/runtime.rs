@@ -1,0 +1,321 @@
+//! [`ProjectionRunner`]: feeds one projector the log in batches, exactly once, across crashes.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use command_side::event_store::{EventStore, EventStoreError, EventTail, PgEventStore};
+use events_schema::RecordedEvent;
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::checkpoint;
+use crate::projector::Projector;
+
+/// How often and how patiently a failing event is retried before it is parked.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts before an event is parked (at least 1).
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles with each further attempt.
+    pub base_delay: Duration,
+    /// Longest delay between attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after `attempt` failed attempts (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+/// Why the runner stopped or could not go on for now (the database, not an event).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The database failed; the batch was not applied and will be retried.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Reading the log failed.
+    #[error("event store error: {0}")]
+    EventStore(#[from] EventStoreError),
+}
+
+/// Why one attempt at a batch failed.
+enum Failure {
+    /// The events are the problem (a fold error or panic, or data PostgreSQL refuses):
+    /// retrying the same batch the same way fails again.
+    Poison(String),
+    /// The database is the problem: retry later, park nothing.
+    Unavailable(sqlx::Error),
+}
+
+/// Runs one projector.
+pub struct ProjectionRunner<P: Projector> {
+    store: PgEventStore,
+    projector: P,
+    batch_size: i64,
+    retry: RetryPolicy,
+}
+
+impl<P: Projector> ProjectionRunner<P> {
+    /// A runner reading `batch_size` events at a time.
+    pub fn new(store: PgEventStore, projector: P, batch_size: i64) -> Self {
+        Self {
+            store,
+            projector,
+            batch_size: batch_size.max(1),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The projector being run.
+    pub fn projector(&self) -> &P {
+        &self.projector
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.store.pool()
+    }
+
+    /// Applies every event up to `until` (or the head, when `None`) and returns the checkpoint.
+    pub async fn catch_up(&self, until: Option<i64>) -> Result<i64, RuntimeError> {
+        let mut position = checkpoint::ensure(self.pool(), self.projector.name()).await?;
+        loop {
+            let limit = match until {
+                Some(until) if until <= position => return Ok(position),
+                Some(until) => self.batch_size.min(until - position),
+                None => self.batch_size,
+            };
+            let events = self.store.read_all(position, limit).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                return Ok(position);
+            };
+            self.apply_until_done(&events).await?;
+            position = last;
+        }
+    }
+
+    /// Follows the log live (woken by `NOTIFY`) until `shutdown` resolves. Database failures are
+    /// logged, counted and retried with backoff; they never skip an event.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RuntimeError> {
+        let name = self.projector.name();
+        let start = checkpoint::ensure(self.pool(), name).await?;
+        let mut tail = EventTail::start(self.store.clone(), start, self.batch_size).await?;
+        tokio::pin!(shutdown);
+        loop {
+            let events = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                events = tail.next_batch() => events?,
+            };
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                applied = self.apply_until_done(&events) => applied?,
+            }
+        }
+    }
+
+    /// Applies a batch, waiting out database failures with backoff.
+    async fn apply_until_done(&self, events: &[RecordedEvent]) -> Result<(), RuntimeError> {
+        let mut attempt = 0;
+        loop {
+            match self.apply(events).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    attempt += 1;
+                    metrics::counter!("fleetlog_projection_errors_total", "projector" => self.projector.name())
+                        .increment(1);
+                    let delay = self.retry.delay(attempt);
+                    tracing::error!(projector = self.projector.name(), %error, retry_in_ms = delay.as_millis() as u64,
+                        "projection batch failed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction; if an event in it is poison, applies the batch one
+    /// event at a time, retrying the poison event with backoff and then parking it.
+    async fn apply(&self, events: &[RecordedEvent]) -> Result<(), sqlx::Error> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let span = tracing::info_span!(
+            "projection_batch",
+            projector = self.projector.name(),
+            from = first.position,
+            to = last.position,
+            events = events.len()
+        );
+        async {
+            match self.try_apply(events).await {
+                Ok(()) => {}
+                Err(Failure::Unavailable(error)) => return Err(error),
+                Err(Failure::Poison(_)) => {
+                    for event in events {
+                        self.apply_one_or_park(event).await?;
+                    }
+                }
+            }
+            self.record_progress(last).await;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn apply_one_or_park(&self, event: &RecordedEvent) -> Result<(), sqlx::Error> {
+        let mut attempt = 1;
+        loop {
+            match self.try_apply(std::slice::from_ref(event)).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Unavailable(error)) => return Err(error),
+                Err(Failure::Poison(reason)) if attempt >= self.retry.max_attempts.max(1) => {
+                    let name = self.projector.name();
+                    tracing::warn!(projector = name, position = event.position, %reason, "parking event");
+                    let mut tx = self.pool().begin().await?;
+                    if checkpoint::lock(&mut tx, name).await? < event.position {
+                        checkpoint::park(&mut tx, name, event, &reason, attempt).await?;
+                    }
+                    tx.commit().await?;
+                    metrics::counter!("fleetlog_projection_parked_total", "projector" => name)
+                        .increment(1);
+                    return Ok(());
+                }
+                Err(Failure::Poison(_)) => {
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One transaction: lock the checkpoint, skip what it already covers, load, fold, flush,
+    /// advance the checkpoint, commit.
+    async fn try_apply(&self, events: &[RecordedEvent]) -> Result<(), Failure> {
+        let name = self.projector.name();
+        let mut tx = self.pool().begin().await.map_err(Failure::Unavailable)?;
+        let done = checkpoint::lock(&mut tx, name)
+            .await
+            .map_err(Failure::Unavailable)?;
+        let fresh: Vec<&RecordedEvent> = events.iter().filter(|e| e.position > done).collect();
+        let Some(last) = fresh.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        let fresh: Vec<RecordedEvent> = fresh.into_iter().cloned().collect();
+        let mut changes = self
+            .projector
+            .load(&mut tx, &fresh)
+            .await
+            .map_err(classify)?;
+        for event in &fresh {
+            let folded = catch_unwind(AssertUnwindSafe(|| {
+                self.projector.fold(&mut changes, event)
+            }));
+            match folded {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    return Err(Failure::Poison(format!(
+                        "position {}: {error}",
+                        event.position
+                    )))
+                }
+                Err(panic) => {
+                    return Err(Failure::Poison(format!(
+                        "position {}: fold panicked: {}",
+                        event.position,
+                        panic_message(&panic)
+                    )))
+                }
+            }
+        }
+        self.projector
+            .flush(&mut tx, changes)
+            .await
+            .map_err(classify)?;
+        checkpoint::advance(&mut tx, name, last)
+            .await
+            .map_err(Failure::Unavailable)?;
+        tx.commit().await.map_err(Failure::Unavailable)?;
+        metrics::counter!("fleetlog_projection_events_total", "projector" => name)
+            .increment(fresh.len() as u64);
+        Ok(())
+    }
+
+    async fn record_progress(&self, last: &RecordedEvent) {
+        let name = self.projector.name();
+        metrics::gauge!("fleetlog_projection_position", "projector" => name)
+            .set(last.position as f64);
+        if let Ok(head) = self.store.head_position().await {
+            metrics::gauge!("fleetlog_projection_lag_positions", "projector" => name)
+                .set((head - last.position) as f64);
+        }
+        let behind = chrono_seconds_since(last);
+        metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name).set(behind);
+    }
+}
+
+/// Seconds between the last applied event's commit and now (the runtime may read the clock;
+/// projectors may not).
+fn chrono_seconds_since(event: &RecordedEvent) -> f64 {
+    let now = std::time::SystemTime::now();
+    let recorded: std::time::SystemTime = event.recorded_at.into();
+    now.duration_since(recorded)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Data PostgreSQL refuses (SQLSTATE classes 22 and 23) is the events' fault; anything else is
+/// the database's.
+fn classify(error: sqlx::Error) -> Failure {
+    match &error {
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23")) =>
+        {
+            Failure::Poison(db.message().to_owned())
+        }
+        _ => Failure::Unavailable(error),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(500),
+        };
+        let delays: Vec<u128> = (1..=5).map(|a| policy.delay(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+    }
+}
