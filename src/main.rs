@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fleetlog::bench::append::AppendBench;
+use fleetlog::bench::replay::ReplayBench;
 use fleetlog::config::{DatabaseConfig, LogConfig, ServeConfig};
 use fleetlog::{database, schemas, serve, telemetry};
 
@@ -36,6 +37,8 @@ enum Command {
 enum BenchCommand {
     /// Group-commit append throughput against raw COPY of the same rows.
     Append(AppendBench),
+    /// Projection replay throughput against a raw keyset read of the same rows.
+    Replay(ReplayBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +83,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Append(options)) => {
             fleetlog::bench::append::run(options).await
+        }
+        Command::Bench(BenchCommand::Replay(options)) => {
+            fleetlog::bench::replay::run(options).await
         }
         Command::Schemas(SchemasCommand::Export { out }) => {
             let written = schemas::export(&out)?;

@@ -215,17 +215,17 @@ impl<P: Projector> ProjectionRunner<P> {
         let done = checkpoint::lock(&mut tx, name)
             .await
             .map_err(Failure::Unavailable)?;
-        let fresh: Vec<&RecordedEvent> = events.iter().filter(|e| e.position > done).collect();
+        // Events come in position order: what the checkpoint covers is a prefix.
+        let fresh = &events[events.partition_point(|e| e.position <= done)..];
         let Some(last) = fresh.last().map(|e| e.position) else {
             return Ok(());
         };
-        let fresh: Vec<RecordedEvent> = fresh.into_iter().cloned().collect();
         let mut changes = self
             .projector
-            .load(&mut tx, &fresh)
+            .load(&mut tx, fresh)
             .await
             .map_err(classify)?;
-        for event in &fresh {
+        for event in fresh {
             let folded = catch_unwind(AssertUnwindSafe(|| {
                 self.projector.fold(&mut changes, event)
             }));

@@ -4,6 +4,7 @@
 //! summary to stderr, and with `--json` prints one JSON object as the last line of stdout.
 
 pub mod append;
+pub mod replay;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
