@@ -29,3 +29,11 @@ CREATE TABLE event_type_counts (
     last_position bigint NOT NULL,
     PRIMARY KEY (tenant_id, event_type)
 );
+
+-- Who runs which projector: one process at a time holds a lease, renews it while it runs, and
+-- loses it when it stops renewing (a crashed process), so another process takes over.
+CREATE TABLE projection_leases (
+    projector  text        PRIMARY KEY,
+    holder     text        NOT NULL,
+    expires_at timestamptz NOT NULL
+);

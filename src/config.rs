@@ -74,6 +74,55 @@ pub struct LogConfig {
     pub log_format: LogFormat,
 }
 
+/// The projection runtime in this process.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectionConfig {
+    /// Events per projection batch (one transaction each).
+    #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 1000)]
+    pub projection_batch_size: i64,
+
+    /// How long a projector lease lasts without renewal (milliseconds); another process takes
+    /// over a dead one's projectors after this.
+    #[arg(long, env = "PROJECTION_LEASE_TTL_MS", default_value_t = 10_000)]
+    pub projection_lease_ttl_ms: u64,
+
+    /// This process's name in the lease table (default: host name, process id, random suffix).
+    #[arg(long, env = "PROJECTION_HOLDER")]
+    pub projection_holder: Option<String>,
+}
+
+impl ProjectionConfig {
+    /// As the projection worker takes it.
+    pub fn worker_options(&self) -> projections::worker::WorkerOptions {
+        let holder = self.projection_holder.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "fleetlog".to_owned());
+            let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            format!("{host}-{}-{suffix}", std::process::id())
+        });
+        projections::worker::WorkerOptions {
+            holder,
+            lease_ttl: Duration::from_millis(self.projection_lease_ttl_ms.max(300)),
+            batch_size: self.projection_batch_size.max(1),
+        }
+    }
+}
+
+/// The projection role on its own (`fleetlog project`).
+#[derive(Debug, Clone, Args)]
+pub struct ProjectConfig {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Group commit settings (for reactors' appends).
+    #[command(flatten)]
+    pub append: AppendConfig,
+
+    /// Projection settings.
+    #[command(flatten)]
+    pub projection: ProjectionConfig,
+}
+
 /// The HTTP server.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -93,4 +142,8 @@ pub struct ServeConfig {
     /// Group commit settings.
     #[command(flatten)]
     pub append: AppendConfig,
+
+    /// Projection settings.
+    #[command(flatten)]
+    pub projection: ProjectionConfig,
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fleetlog::bench::append::AppendBench;
 use fleetlog::bench::replay::ReplayBench;
-use fleetlog::config::{DatabaseConfig, LogConfig, ServeConfig};
+use fleetlog::config::{DatabaseConfig, LogConfig, ProjectConfig, ServeConfig};
 use fleetlog::{database, schemas, serve, telemetry};
 
 /// Fleetlog keeps the whole life of every machine in a fleet as an immutable event log.
@@ -21,8 +21,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run Fleetlog: creates the database if missing, migrates, then serves the HTTP API.
+    /// Run Fleetlog: creates the database if missing, migrates, then serves the HTTP API and
+    /// runs the projectors.
     Serve(ServeConfig),
+    /// Run only the projectors (several processes share them through leases).
+    Project(ProjectConfig),
     /// Apply pending database migrations (creating the database if missing) and exit.
     Migrate(DatabaseConfig),
     /// Benchmarks, each against a baseline measured in the same run.
@@ -77,6 +80,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(config) => serve::run(config, telemetry::init_metrics()?).await,
+        Command::Project(config) => serve::project(config).await,
         Command::Migrate(config) => {
             let pool = database::connect(&config).await?;
             database::migrate(&pool).await

@@ -1,15 +1,20 @@
-//! `fleetlog serve`: every role in one process.
+//! The roles a process runs: `fleetlog serve` (everything), `fleetlog project` (projections only).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
 use command_side::event_store::PgEventStore;
 use metrics_exporter_prometheus::PrometheusHandle;
+use projections::worker::{supervise, WorkerOptions};
+use projections::EventTypeCounts;
+use tokio::sync::watch;
 
-use crate::config::ServeConfig;
+use crate::config::{ProjectConfig, ServeConfig};
 use crate::{database, http};
 
-/// Migrates, then serves HTTP until Ctrl-C or SIGTERM.
+/// `fleetlog serve`: migrates, then serves HTTP and runs every projector (under leases, so
+/// several processes can share them) until Ctrl-C or SIGTERM.
 pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let pool = database::connect(&config.database).await?;
     database::migrate(&pool).await?;
@@ -26,13 +31,61 @@ pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_address))?;
     tracing::info!(address = %listener.local_addr()?, "Fleetlog is serving");
-    axum::serve(listener, http::app(store, admin_token, Some(metrics)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+
+    let stop = Stop::on_signal();
+    let server = axum::serve(
+        listener,
+        http::app(store.clone(), admin_token, Some(metrics)),
+    )
+    .with_graceful_shutdown(stop.requested());
+    let projectors = run_projectors(store, config.projection.worker_options(), &stop);
+    let (served, ()) = tokio::join!(server, projectors);
+    served.context("HTTP server failed")?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `fleetlog project`: runs every projector until Ctrl-C or SIGTERM.
+pub async fn project(config: ProjectConfig) -> anyhow::Result<()> {
+    let pool = database::connect(&config.database).await?;
+    database::migrate(&pool).await?;
+    let store = PgEventStore::start(pool.clone(), config.append.group_commit());
+    let options = config.projection.worker_options();
+    tracing::info!(holder = %options.holder, "running projectors");
+    run_projectors(store, options, &Stop::on_signal()).await;
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Supervises every projector of Fleetlog until `stop` is requested.
+async fn run_projectors(store: PgEventStore, options: WorkerOptions, stop: &Stop) {
+    supervise(store, || EventTypeCounts, options, stop.requested()).await;
+}
+
+/// A stop request every part of a process can wait on.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Requested on Ctrl-C or SIGTERM.
+    pub fn on_signal() -> Self {
+        let (request, requested) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = request.send(true);
+        });
+        Self(requested)
+    }
+
+    /// Resolves once a stop is requested.
+    pub fn requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut requested = self.0.clone();
+        async move {
+            let _ = requested.wait_for(|stop| *stop).await;
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -7,14 +7,18 @@
 //!   checkpoint in one transaction (exactly once across crashes), retries with backoff, parked
 //!   poison events, lag metrics.
 //! - [`checkpoint`]: SQL of checkpoints and parked events.
+//! - [`lease`]: at most one live process runs a projector; a dead one's lease expires.
+//! - [`worker`]: [`supervise`](worker::supervise): run a projector while holding its lease.
 //! - [`event_type_counts`]: the simplest read model, events per tenant and type.
 //! - [`testing`]: the determinism helper: live with restarts == rebuilt from 0, row for row.
 
 pub mod checkpoint;
 pub mod event_type_counts;
+pub mod lease;
 pub mod projector;
 pub mod runtime;
 pub mod testing;
+pub mod worker;
 
 pub use event_type_counts::EventTypeCounts;
 pub use projector::{FoldError, Projector};

@@ -1,0 +1,90 @@
+//! Supervising a projector in a process that may share it with others: take its lease, run it
+//! while the lease is held, hand over when the process stops, take over when another one dies.
+
+use std::future::Future;
+use std::time::Duration;
+
+use command_side::event_store::PgEventStore;
+use tokio::sync::watch;
+
+use crate::lease;
+use crate::projector::Projector;
+use crate::runtime::ProjectionRunner;
+
+/// How a supervised projector runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// This process's name in the lease table (unique per process).
+    pub holder: String,
+    /// How long a lease lasts without renewal; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// Events per batch.
+    pub batch_size: i64,
+}
+
+/// Runs `make()` whenever this process holds its lease, until `shutdown` resolves. Failures are
+/// logged, counted and retried; the supervisor itself only returns at shutdown.
+pub async fn supervise<P: Projector>(
+    store: PgEventStore,
+    make: impl Fn() -> P + Send,
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let name = make().name();
+    let pool = store.pool().clone();
+    let renew_every = options.lease_ttl / 3;
+    tokio::pin!(shutdown);
+    loop {
+        let held = match lease::acquire(&pool, name, &options.holder, options.lease_ttl).await {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(projector = name, %error, "cannot reach the lease table");
+                false
+            }
+        };
+        if !held {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(renew_every) => continue,
+            }
+        }
+        tracing::info!(projector = name, holder = %options.holder, "lease taken; running");
+        metrics::gauge!("fleetlog_projection_lease_held", "projector" => name).set(1.0);
+        let (lost_tx, mut lost_rx) = watch::channel(false);
+        let renewer = {
+            let (pool, holder, ttl) = (pool.clone(), options.holder.clone(), options.lease_ttl);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(renew_every).await;
+                    if !matches!(lease::acquire(&pool, name, &holder, ttl).await, Ok(true)) {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                }
+            })
+        };
+        let runner = ProjectionRunner::new(store.clone(), make(), options.batch_size);
+        let lease_lost = async move {
+            let _ = lost_rx.wait_for(|lost| *lost).await;
+        };
+        let stopping = tokio::select! {
+            result = runner.run(lease_lost) => {
+                if let Err(error) = result {
+                    tracing::error!(projector = name, %error, "projector stopped; retrying");
+                    metrics::counter!("fleetlog_projection_errors_total", "projector" => name).increment(1);
+                    let _ = lease::release(&pool, name, &options.holder).await;
+                    tokio::time::sleep(renew_every).await;
+                }
+                false
+            }
+            _ = &mut shutdown => true,
+        };
+        renewer.abort();
+        metrics::gauge!("fleetlog_projection_lease_held", "projector" => name).set(0.0);
+        if stopping {
+            let _ = lease::release(&pool, name, &options.holder).await;
+            return;
+        }
+        tracing::warn!(projector = name, "lease lost; stepping back");
+    }
+}
