@@ -31,9 +31,11 @@ pub fn app(
         pool: store.pool().clone(),
         metrics,
     };
+    let projectors = Arc::new(crate::projectors::Registry(store.clone()));
     let read_api = query_side::router(query_side::AppState {
         events: store,
         admin_token,
+        projectors,
     });
     Router::new()
         .route("/healthz", get(healthz))

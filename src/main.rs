@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use fleetlog::bench::append::AppendBench;
 use fleetlog::bench::replay::ReplayBench;
 use fleetlog::config::{DatabaseConfig, LogConfig, ProjectConfig, ServeConfig};
-use fleetlog::{database, schemas, serve, telemetry};
+use fleetlog::{database, operate, schemas, serve, telemetry};
 
 /// Fleetlog keeps the whole life of every machine in a fleet as an immutable event log.
 #[derive(Debug, Parser)]
@@ -28,12 +28,59 @@ enum Command {
     Project(ProjectConfig),
     /// Apply pending database migrations (creating the database if missing) and exit.
     Migrate(DatabaseConfig),
+    /// Where every projector is: position, lag, events/s, parked events, lease holder.
+    Status {
+        /// How long to watch for the events/s figure (seconds).
+        #[arg(long, default_value_t = 1.0)]
+        sample_s: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Events projectors could not apply: list, retry or skip them.
+    #[command(subcommand)]
+    Parked(ParkedCommand),
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// The JSON Schemas of the event catalogue.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ParkedCommand {
+    /// List parked events.
+    List {
+        /// Only this projector's.
+        #[arg(long)]
+        projector: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Apply a parked event now (after the projector was fixed) and unpark it.
+    Retry {
+        /// Projector name.
+        projector: String,
+        /// Position of the parked event.
+        position: i64,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Forget a parked event; it stays unapplied.
+    Skip {
+        /// Projector name.
+        projector: String,
+        /// Position of the parked event.
+        position: i64,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +128,45 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(config) => serve::run(config, telemetry::init_metrics()?).await,
         Command::Project(config) => serve::project(config).await,
+        Command::Status {
+            sample_s,
+            json,
+            database,
+        } => {
+            let pool = database::connect(&database).await?;
+            operate::status(
+                &pool,
+                std::time::Duration::from_secs_f64(sample_s.max(0.0)),
+                json,
+            )
+            .await
+        }
+        Command::Parked(ParkedCommand::List {
+            projector,
+            json,
+            database,
+        }) => {
+            operate::parked_list(
+                &database::connect(&database).await?,
+                projector.as_deref(),
+                json,
+            )
+            .await
+        }
+        Command::Parked(ParkedCommand::Retry {
+            projector,
+            position,
+            database,
+        }) => {
+            operate::parked_retry(&database::connect(&database).await?, &projector, position).await
+        }
+        Command::Parked(ParkedCommand::Skip {
+            projector,
+            position,
+            database,
+        }) => {
+            operate::parked_skip(&database::connect(&database).await?, &projector, position).await
+        }
         Command::Migrate(config) => {
             let pool = database::connect(&config).await?;
             database::migrate(&pool).await

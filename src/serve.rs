@@ -6,12 +6,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use command_side::event_store::PgEventStore;
 use metrics_exporter_prometheus::PrometheusHandle;
-use projections::worker::{supervise, WorkerOptions};
-use projections::EventTypeCounts;
 use tokio::sync::watch;
 
 use crate::config::{ProjectConfig, ServeConfig};
-use crate::{database, http};
+use crate::{database, http, projectors};
 
 /// `fleetlog serve`: migrates, then serves HTTP and runs every projector (under leases, so
 /// several processes can share them) until Ctrl-C or SIGTERM.
@@ -38,7 +36,7 @@ pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Resu
         http::app(store.clone(), admin_token, Some(metrics)),
     )
     .with_graceful_shutdown(stop.requested());
-    let projectors = run_projectors(store, config.projection.worker_options(), &stop);
+    let projectors = projectors::run_all(store, config.projection.worker_options(), &stop);
     let (served, ()) = tokio::join!(server, projectors);
     served.context("HTTP server failed")?;
     pool.close().await;
@@ -53,15 +51,10 @@ pub async fn project(config: ProjectConfig) -> anyhow::Result<()> {
     let store = PgEventStore::start(pool.clone(), config.append.group_commit());
     let options = config.projection.worker_options();
     tracing::info!(holder = %options.holder, "running projectors");
-    run_projectors(store, options, &Stop::on_signal()).await;
+    projectors::run_all(store, options, &Stop::on_signal()).await;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Supervises every projector of Fleetlog until `stop` is requested.
-async fn run_projectors(store: PgEventStore, options: WorkerOptions, stop: &Stop) {
-    supervise(store, || EventTypeCounts, options, stop.requested()).await;
 }
 
 /// A stop request every part of a process can wait on.

@@ -195,3 +195,84 @@ async fn bad_queries_get_a_json_400_in_the_error_shape(pool: PgPool) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&body, "not_found");
 }
+
+async fn post(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let request = Request::post(uri).header("authorization", format!("Bearer {TOKEN}"));
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[sqlx::test(migrator = "migrations::MIGRATOR")]
+async fn admins_see_projection_status_and_retry_or_skip_parked_events(pool: PgPool) {
+    use projections::{EventTypeCounts, ProjectionRunner};
+    let (app, store) = app(&pool);
+    seed(&store).await;
+    let runner = ProjectionRunner::new(store.clone(), EventTypeCounts, 100);
+    runner.catch_up(Some(1)).await.unwrap();
+    // Park position 2 as if it had failed, then let the projector go on past it.
+    let second = store.read_all(1, 1).await.unwrap().remove(0);
+    let mut tx = pool.begin().await.unwrap();
+    projections::checkpoint::lock(&mut tx, "event_type_counts")
+        .await
+        .unwrap();
+    projections::checkpoint::park(&mut tx, "event_type_counts", &second, "boom", 5)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    runner.catch_up(None).await.unwrap();
+
+    let (status, body) = get(&app, "/api/admin/projections", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    let projection = &body["projections"][0];
+    assert_eq!(projection["projector"], "event_type_counts");
+    assert_eq!(
+        (
+            projection["position"].as_i64(),
+            projection["lag_positions"].as_i64()
+        ),
+        (Some(6), Some(0))
+    );
+    assert_eq!(projection["parked"], 1);
+
+    let (_, parked) = get(
+        &app,
+        "/api/admin/parked?projector=event_type_counts",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(parked["parked"][0]["position"], 2);
+    assert_eq!(parked["parked"][0]["error"], "boom");
+
+    let (status, body) = post(&app, "/api/admin/parked/event_type_counts/2/retry").await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("applied"))
+    );
+    let counted: i64 = sqlx::query_scalar("SELECT sum(events)::bigint FROM event_type_counts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, 6, "the retried event is counted once");
+
+    for uri in [
+        "/api/admin/parked/event_type_counts/2/retry",
+        "/api/admin/parked/event_type_counts/2/skip",
+        "/api/admin/parked/no_such_projector/2/retry",
+    ] {
+        let (status, body) = post(&app, uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_error(&body, "not_found");
+    }
+    let (status, body) = post(&app, "/api/admin/parked/event_type_counts/two/skip").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "invalid_path");
+}

@@ -69,8 +69,27 @@ pub async fn park(
     advance(tx, projector, event.position).await
 }
 
+/// Records another failed attempt at a parked event.
+pub async fn note_failed_retry(
+    pool: &PgPool,
+    projector: &str,
+    position: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE parked_events SET error = $3, attempts = attempts + 1, parked_at = now() \
+         WHERE projector = $1 AND position = $2",
+    )
+    .bind(projector)
+    .bind(position)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// One parked event, as `fleetlog parked list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct ParkedEvent {
     /// The projector that could not apply it.
     pub projector: String,
@@ -84,13 +103,26 @@ pub struct ParkedEvent {
     pub attempts: i32,
 }
 
-/// Every parked event of a projector, oldest first.
-pub async fn parked(pool: &PgPool, projector: &str) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+/// Every parked event of a projector (of all projectors when `None`), oldest first.
+pub async fn parked(
+    pool: &PgPool,
+    projector: Option<&str>,
+) -> Result<Vec<ParkedEvent>, sqlx::Error> {
     sqlx::query_as(
         "SELECT projector, position, event_type, error, attempts FROM parked_events \
-         WHERE projector = $1 ORDER BY position",
+         WHERE $1::text IS NULL OR projector = $1 ORDER BY projector, position",
     )
     .bind(projector)
     .fetch_all(pool)
     .await
+}
+
+/// Forgets a parked event (it stays unapplied); false when there was none.
+pub async fn skip(pool: &PgPool, projector: &str, position: i64) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM parked_events WHERE projector = $1 AND position = $2")
+        .bind(projector)
+        .bind(position)
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected() > 0)
 }

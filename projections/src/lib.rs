@@ -9,6 +9,7 @@
 //! - [`checkpoint`]: SQL of checkpoints and parked events.
 //! - [`lease`]: at most one live process runs a projector; a dead one's lease expires.
 //! - [`worker`]: [`supervise`](worker::supervise): run a projector while holding its lease.
+//! - [`status`]: position, lag, parked count and lease holder of every projector.
 //! - [`event_type_counts`]: the simplest read model, events per tenant and type.
 //! - [`testing`]: the determinism helper: live with restarts == rebuilt from 0, row for row.
 
@@ -17,9 +18,10 @@ pub mod event_type_counts;
 pub mod lease;
 pub mod projector;
 pub mod runtime;
+pub mod status;
 pub mod testing;
 pub mod worker;
 
 pub use event_type_counts::EventTypeCounts;
 pub use projector::{FoldError, Projector};
-pub use runtime::{ProjectionRunner, RetryPolicy, RuntimeError};
+pub use runtime::{ParkedRetry, ProjectionRunner, RetryPolicy, RuntimeError};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use command_side::event_store::{EventStore, EventStoreError, EventTail, PgEventStore};
 use events_schema::RecordedEvent;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 
 use crate::checkpoint;
@@ -50,6 +50,17 @@ pub enum RuntimeError {
     /// Reading the log failed.
     #[error("event store error: {0}")]
     EventStore(#[from] EventStoreError),
+}
+
+/// What retrying a parked event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParkedRetry {
+    /// The event was applied and is no longer parked.
+    Applied,
+    /// It failed again and stays parked; the reason.
+    StillFailing(String),
+    /// No such parked event.
+    NotParked,
 }
 
 /// Why one attempt at a batch failed.
@@ -220,36 +231,7 @@ impl<P: Projector> ProjectionRunner<P> {
         let Some(last) = fresh.last().map(|e| e.position) else {
             return Ok(());
         };
-        let mut changes = self
-            .projector
-            .load(&mut tx, fresh)
-            .await
-            .map_err(classify)?;
-        for event in fresh {
-            let folded = catch_unwind(AssertUnwindSafe(|| {
-                self.projector.fold(&mut changes, event)
-            }));
-            match folded {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    return Err(Failure::Poison(format!(
-                        "position {}: {error}",
-                        event.position
-                    )))
-                }
-                Err(panic) => {
-                    return Err(Failure::Poison(format!(
-                        "position {}: fold panicked: {}",
-                        event.position,
-                        panic_message(&panic)
-                    )))
-                }
-            }
-        }
-        self.projector
-            .flush(&mut tx, changes)
-            .await
-            .map_err(classify)?;
+        self.fold_and_flush(&mut tx, fresh).await?;
         checkpoint::advance(&mut tx, name, last)
             .await
             .map_err(Failure::Unavailable)?;
@@ -257,6 +239,72 @@ impl<P: Projector> ProjectionRunner<P> {
         metrics::counter!("fleetlog_projection_events_total", "projector" => name)
             .increment(fresh.len() as u64);
         Ok(())
+    }
+
+    /// Load, pure fold (panics caught), flush: the projector's part of a batch.
+    async fn fold_and_flush(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), Failure> {
+        let mut changes = self.projector.load(tx, events).await.map_err(classify)?;
+        for event in events {
+            let folded = catch_unwind(AssertUnwindSafe(|| {
+                self.projector.fold(&mut changes, event)
+            }));
+            let reason = match folded {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error.to_string(),
+                Err(panic) => format!("fold panicked: {}", panic_message(&panic)),
+            };
+            return Err(Failure::Poison(format!(
+                "position {}: {reason}",
+                event.position
+            )));
+        }
+        self.projector.flush(tx, changes).await.map_err(classify)
+    }
+
+    /// Applies a parked event now (out of its original order: the checkpoint has moved past it)
+    /// and unparks it. If it fails again it stays parked, with the new error and one more attempt.
+    pub async fn retry_parked(&self, position: i64) -> Result<ParkedRetry, RuntimeError> {
+        let name = self.projector.name();
+        let Some(event) = self
+            .store
+            .read_all(position - 1, 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|e| e.position == position)
+        else {
+            return Ok(ParkedRetry::NotParked);
+        };
+        let mut tx = self.pool().begin().await?;
+        checkpoint::lock(&mut tx, name).await?; // one writer of the read model at a time
+        let unparked =
+            sqlx::query("DELETE FROM parked_events WHERE projector = $1 AND position = $2")
+                .bind(name)
+                .bind(position)
+                .execute(&mut *tx)
+                .await?;
+        if unparked.rows_affected() == 0 {
+            return Ok(ParkedRetry::NotParked);
+        }
+        match self
+            .fold_and_flush(&mut tx, std::slice::from_ref(&event))
+            .await
+        {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(ParkedRetry::Applied)
+            }
+            Err(Failure::Unavailable(error)) => Err(error.into()),
+            Err(Failure::Poison(reason)) => {
+                drop(tx); // rolls back the unparking
+                checkpoint::note_failed_retry(self.pool(), name, position, &reason).await?;
+                Ok(ParkedRetry::StillFailing(reason))
+            }
+        }
     }
 
     async fn record_progress(&self, last: &RecordedEvent) {

@@ -7,7 +7,9 @@ use command_side::event_store::{EventStore, ExpectedVersion, GroupCommitConfig, 
 use events_schema::{NewEvent, RecordedEvent, StreamId, TenantId};
 use projections::event_type_counts::CountChanges;
 use projections::testing::{assert_rebuild_matches_live, table_rows};
-use projections::{EventTypeCounts, FoldError, ProjectionRunner, Projector, RetryPolicy};
+use projections::{
+    EventTypeCounts, FoldError, ParkedRetry, ProjectionRunner, Projector, RetryPolicy,
+};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
@@ -134,9 +136,11 @@ async fn two_runners_of_one_projector_never_apply_an_event_twice(pool: PgPool) {
     assert_eq!(counts(&pool).await, expected_counts(&pool).await);
 }
 
-/// Counts like [`EventTypeCounts`], but refuses payloads marked `"poison": "error"` and panics on
-/// `"poison": "panic"`.
-struct Fussy;
+/// Counts like [`EventTypeCounts`], but (unless it forgives) refuses payloads marked
+/// `"poison": "error"` and panics on `"poison": "panic"`.
+struct Fussy {
+    forgive: bool,
+}
 
 impl Projector for Fussy {
     type Changes = CountChanges;
@@ -158,7 +162,7 @@ impl Projector for Fussy {
     }
 
     fn fold(&self, changes: &mut CountChanges, event: &RecordedEvent) -> Result<(), FoldError> {
-        match event.payload["poison"].as_str() {
+        match event.payload["poison"].as_str().filter(|_| !self.forgive) {
             Some("error") => Err(FoldError("this event is poison".into())),
             Some("panic") => panic!("fold blew up"),
             _ => EventTypeCounts.fold(changes, event),
@@ -195,10 +199,11 @@ async fn poison_events_are_retried_then_parked_and_the_projector_goes_on(pool: P
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
     };
-    let runner = ProjectionRunner::new(store.clone(), Fussy, 8).with_retry(retry);
+    let runner =
+        ProjectionRunner::new(store.clone(), Fussy { forgive: false }, 8).with_retry(retry);
     assert_eq!(runner.catch_up(None).await.unwrap(), 20);
 
-    let parked = projections::checkpoint::parked(&pool, "fussy_counts")
+    let parked = projections::checkpoint::parked(&pool, Some("fussy_counts"))
         .await
         .unwrap();
     let summary: Vec<(i64, i32)> = parked.iter().map(|p| (p.position, p.attempts)).collect();
@@ -210,4 +215,33 @@ async fn poison_events_are_retried_then_parked_and_the_projector_goes_on(pool: P
         1
     );
     assert_eq!(counts(&pool).await, [("HeartbeatReceived".to_owned(), 18)]);
+
+    // Retrying while the fold still refuses: still parked, one more attempt.
+    let outcome = runner.retry_parked(6).await.unwrap();
+    assert!(
+        matches!(outcome, ParkedRetry::StillFailing(_)),
+        "{outcome:?}"
+    );
+    let parked = projections::checkpoint::parked(&pool, Some("fussy_counts"))
+        .await
+        .unwrap();
+    assert_eq!((parked[0].position, parked[0].attempts), (6, 4));
+
+    // Once the projector is fixed, a retry applies it (late) and unparks it; skip forgets one.
+    let fixed = ProjectionRunner::new(store.clone(), Fussy { forgive: true }, 8);
+    assert_eq!(fixed.retry_parked(6).await.unwrap(), ParkedRetry::Applied);
+    assert!(projections::checkpoint::skip(&pool, "fussy_counts", 14)
+        .await
+        .unwrap());
+    assert!(projections::checkpoint::parked(&pool, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(counts(&pool).await, [("HeartbeatReceived".to_owned(), 19)]);
+    assert_eq!(fixed.retry_parked(6).await.unwrap(), ParkedRetry::NotParked);
+    assert_eq!(
+        fixed.catch_up(None).await.unwrap(),
+        20,
+        "the checkpoint did not move back"
+    );
 }
