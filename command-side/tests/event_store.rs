@@ -492,3 +492,47 @@ async fn writers_in_two_processes_see_each_others_appends_to_one_stream(pool: Pg
         .collect();
     assert_eq!(positions, (1..=6).collect::<Vec<_>>());
 }
+
+/// A session that other code left inside a transaction sqlx does not know about (what a future
+/// cancelled during `BEGIN` leaves behind) goes back to the shared pool. Appends must not run
+/// inside it: an acknowledged event must survive that transaction's rollback.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_connection_left_inside_a_transaction_cannot_swallow_acknowledged_appends(
+    _: sqlx::postgres::PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let shared = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    {
+        let mut conn = shared.acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    } // back to the pool, still inside the transaction
+    let store = PgEventStore::start(shared.clone(), GroupCommitConfig::default());
+    let outcome = store
+        .append(
+            &system_stream(),
+            ExpectedVersion::Any,
+            heartbeats(TenantId::new(), 1),
+        )
+        .await
+        .unwrap();
+
+    sqlx::raw_sql("ROLLBACK").execute(&shared).await.unwrap();
+    let other = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE position = $1")
+        .bind(outcome.events[0].position)
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored, 1,
+        "the acknowledged event was rolled back with someone else's transaction"
+    );
+}

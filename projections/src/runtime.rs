@@ -136,10 +136,9 @@ impl<P: Projector> ProjectionRunner<P> {
                 _ = &mut shutdown => return Ok(()),
                 events = tail.next_batch() => events?,
             };
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                applied = self.apply_until_done(&events) => applied?,
-            }
+            // A batch, once started, runs to its commit: stopping mid-transaction would only
+            // throw the work away (and cancelling sqlx mid-`BEGIN` is not safe).
+            self.apply_until_done(&events).await?;
         }
     }
 

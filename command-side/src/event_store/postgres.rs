@@ -7,10 +7,10 @@
 //! (docs/adr/001-commit-ordered-positions.md).
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use events_schema::{EventId, NewEvent, RecordedEvent, StreamId};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,9 +30,18 @@ pub struct PgEventStore {
 impl PgEventStore {
     /// Starts the writer task on the current Tokio runtime. It stops when every clone of the
     /// store is dropped, after writing what was queued.
+    ///
+    /// Reads use `pool`; the writer gets connections of its own (same options, at most two),
+    /// which nothing else touches. A connection that other code returned to the shared pool in a
+    /// bad state (a future cancelled during `BEGIN` leaves the session inside a transaction that
+    /// sqlx does not know about, sqlx issue #4393) can then never swallow acknowledged appends.
     pub fn start(pool: PgPool, config: GroupCommitConfig) -> Self {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
-        tokio::spawn(run_writer(pool.clone(), receiver, config));
+        let writer_pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with((*pool.connect_options()).clone());
+        tokio::spawn(run_writer(writer_pool, receiver, config));
         Self { pool, queue }
     }
 
