@@ -39,6 +39,33 @@ enum Command {
         #[command(flatten)]
         database: DatabaseConfig,
     },
+    /// Rebuild a projector from position 0 into shadow tables while the live one keeps serving,
+    /// then swap them in.
+    Rebuild {
+        /// Projector name.
+        projector: String,
+        /// Events per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Build a projector's read model as of a point in history into a schema of its own.
+    Replay {
+        /// Projector name.
+        projector: String,
+        /// The point in history: a position, or an RFC 3339 time (events recorded at or before it).
+        #[arg(long)]
+        until: String,
+        /// The schema to build into (must not exist yet).
+        #[arg(long)]
+        into: String,
+        /// Events per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
     /// Events projectors could not apply: list, retry or skip them.
     #[command(subcommand)]
     Parked(ParkedCommand),
@@ -140,6 +167,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 json,
             )
             .await
+        }
+        Command::Rebuild {
+            projector,
+            batch_size,
+            database,
+        } => operate::rebuild(&database::connect(&database).await?, &projector, batch_size).await,
+        Command::Replay {
+            projector,
+            until,
+            into,
+            batch_size,
+            database,
+        } => {
+            let pool = database::connect(&database).await?;
+            operate::replay(&pool, &projector, &until, &into, batch_size).await
         }
         Command::Parked(ParkedCommand::List {
             projector,

@@ -115,3 +115,69 @@ pub async fn parked_skip(pool: &PgPool, projector: &str, position: i64) -> anyho
         bail!("{projector} has no parked event at position {position}")
     }
 }
+
+/// A progress bar for a build: position against target, with events/s and ETA.
+fn build_progress(what: &str) -> (indicatif::ProgressBar, impl Fn(i64, i64) + Send + Sync) {
+    let bar = crate::bench::progress(0, what);
+    let handle = bar.clone();
+    (bar, move |position: i64, until: i64| {
+        handle.set_length(until.max(0) as u64);
+        handle.set_position(position.max(0) as u64);
+    })
+}
+
+/// `fleetlog rebuild <projector>`.
+pub async fn rebuild(pool: &PgPool, projector: &str, batch_size: i64) -> anyhow::Result<()> {
+    let (bar, progress) = build_progress("rebuild");
+    let started = Instant::now();
+    let report = projectors::rebuild(pool, projector, batch_size, &progress)
+        .await
+        .with_context(|| {
+            format!(
+                "no projector named {projector:?} (known: {})",
+                projectors::NAMES.join(", ")
+            )
+        })??;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt {projector} from position 0 and swapped it in at position {} ({:.0} events/s)",
+        report.swapped_at,
+        report.swapped_at as f64 / seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+/// The point in history `--until` names: a position, or an RFC 3339 time.
+pub async fn resolve_until(pool: &PgPool, until: &str) -> anyhow::Result<i64> {
+    if let Ok(position) = until.parse::<i64>() {
+        anyhow::ensure!(position >= 0, "--until position must be 0 or more");
+        return Ok(position);
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(until)
+        .with_context(|| format!("--until {until:?} is neither a position nor an RFC 3339 time"))?;
+    Ok(projections::rebuild::position_at(pool, time.with_timezone(&chrono::Utc)).await?)
+}
+
+/// `fleetlog replay <projector> --until <time|position> --into <schema>`.
+pub async fn replay(
+    pool: &PgPool,
+    projector: &str,
+    until: &str,
+    schema: &str,
+    batch_size: i64,
+) -> anyhow::Result<()> {
+    let position = resolve_until(pool, until).await?;
+    let (bar, progress) = build_progress("replay");
+    let reached = projectors::replay(pool, projector, schema, position, batch_size, &progress)
+        .await
+        .with_context(|| {
+            format!(
+                "no projector named {projector:?} (known: {})",
+                projectors::NAMES.join(", ")
+            )
+        })??;
+    bar.finish_and_clear();
+    println!("built {projector} as of position {reached} into schema {schema}");
+    Ok(())
+}

@@ -4,14 +4,54 @@
 use command_side::event_store::PgEventStore;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use projections::rebuild::{self, Progress, RebuildError, RebuildReport};
 use projections::worker::{supervise, WorkerOptions};
 use projections::{EventTypeCounts, ParkedRetry, ProjectionRunner, RuntimeError};
 use query_side::admin::ProjectorRegistry;
+use sqlx::PgPool;
 
 use crate::serve::Stop;
 
 /// Names of every projector.
 pub const NAMES: &[&str] = &["event_type_counts"];
+
+/// Evaluates `$body` with `$make` bound to a constructor of the projector named `$name`:
+/// `Some(result)`, or `None` for an unknown name. The one place a name becomes a type.
+macro_rules! with_projector {
+    ($name:expr, $make:ident => $body:expr) => {
+        match $name {
+            "event_type_counts" => {
+                let $make = || EventTypeCounts;
+                Some($body)
+            }
+            _ => None,
+        }
+    };
+}
+
+/// Rebuilds the named projector into shadow tables and swaps them in (see
+/// [`projections::rebuild::rebuild`]).
+pub async fn rebuild(
+    pool: &PgPool,
+    projector: &str,
+    batch_size: i64,
+    progress: Progress<'_>,
+) -> Option<Result<RebuildReport, RebuildError>> {
+    with_projector!(projector, make => rebuild::rebuild(pool, make, batch_size, progress).await)
+}
+
+/// Builds the named projector as of `until` into `schema` (see
+/// [`projections::rebuild::replay_into_schema`]).
+pub async fn replay(
+    pool: &PgPool,
+    projector: &str,
+    schema: &str,
+    until: i64,
+    batch_size: i64,
+    progress: Progress<'_>,
+) -> Option<Result<i64, RebuildError>> {
+    with_projector!(projector, make => rebuild::replay_into_schema(pool, make, schema, until, batch_size, progress).await)
+}
 
 /// Supervises every projector (each under its lease) until `stop` is requested.
 pub async fn run_all(store: PgEventStore, options: WorkerOptions, stop: &Stop) {
@@ -24,14 +64,7 @@ pub async fn retry_parked(
     projector: &str,
     position: i64,
 ) -> Option<Result<ParkedRetry, RuntimeError>> {
-    match projector {
-        "event_type_counts" => Some(
-            ProjectionRunner::new(store.clone(), EventTypeCounts, 1)
-                .retry_parked(position)
-                .await,
-        ),
-        _ => None,
-    }
+    with_projector!(projector, make => ProjectionRunner::new(store.clone(), make(), 1).retry_parked(position).await)
 }
 
 /// The registry the admin API uses.

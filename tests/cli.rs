@@ -85,3 +85,98 @@ async fn status_and_parked_commands_report_and_act_on_projectors(pool: PgPool) {
     let out = fleetlog(&pool, &["parked", "retry", "nope", "2"]).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("no projector named"));
 }
+
+#[sqlx::test(migrator = "migrations::MIGRATOR")]
+async fn rebuild_and_replay_commands_build_read_models_from_the_log(pool: PgPool) {
+    let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
+    let stream = StreamId::system(uuid::Uuid::now_v7());
+    for _ in 0..5 {
+        let event = NewEvent::new(
+            TenantId::new(),
+            &HeartbeatReceived {
+                agent_version: None,
+            },
+            Utc::now(),
+        );
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+    }
+    let sum = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT coalesce(sum(events), 0)::bigint FROM {table}"
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    let out = fleetlog(
+        &pool,
+        &[
+            "replay",
+            "event_type_counts",
+            "--until",
+            "2",
+            "--into",
+            "as_of_two",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sum("as_of_two.event_type_counts").await, 2);
+    let out = fleetlog(
+        &pool,
+        &[
+            "replay",
+            "event_type_counts",
+            "--until",
+            "2999-01-01T00:00:00Z",
+            "--into",
+            "as_of_later",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sum("as_of_later.event_type_counts").await, 5);
+    let out = fleetlog(
+        &pool,
+        &[
+            "replay",
+            "event_type_counts",
+            "--until",
+            "last tuesday",
+            "--into",
+            "x",
+        ],
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("neither a position nor an RFC 3339 time")
+    );
+
+    let out = fleetlog(
+        &pool,
+        &["rebuild", "event_type_counts", "--batch-size", "2"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("swapped it in at position 5"));
+    assert_eq!(sum("public.event_type_counts").await, 5);
+}

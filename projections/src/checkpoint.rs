@@ -17,6 +17,17 @@ pub async fn ensure(pool: &PgPool, projector: &str) -> Result<i64, sqlx::Error> 
         .await
 }
 
+/// Like [`ensure`], inside a transaction.
+pub async fn ensure_in(tx: &mut PgConnection, projector: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projector) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(projector)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Locks the checkpoint row for the rest of the transaction and returns its position. Two
 /// runners of one projector serialize here, and neither applies an event twice.
 pub async fn lock(tx: &mut PgConnection, projector: &str) -> Result<i64, sqlx::Error> {

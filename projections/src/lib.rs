@@ -7,6 +7,7 @@
 //!   checkpoint in one transaction (exactly once across crashes), retries with backoff, parked
 //!   poison events, lag metrics.
 //! - [`checkpoint`]: SQL of checkpoints and parked events.
+//! - [`rebuild`]: rebuild into shadow tables and swap; replay as of a point into a schema.
 //! - [`lease`]: at most one live process runs a projector; a dead one's lease expires.
 //! - [`worker`]: [`supervise`](worker::supervise): run a projector while holding its lease.
 //! - [`status`]: position, lag, parked count and lease holder of every projector.
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod event_type_counts;
 pub mod lease;
 pub mod projector;
+pub mod rebuild;
 pub mod runtime;
 pub mod status;
 pub mod testing;

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+use command_side::event_store::postgres::read_all_on;
 use command_side::event_store::{EventStore, EventStoreError, EventTail, PgEventStore};
 use events_schema::RecordedEvent;
 use sqlx::{PgConnection, PgPool};
@@ -50,6 +51,10 @@ pub enum RuntimeError {
     /// Reading the log failed.
     #[error("event store error: {0}")]
     EventStore(#[from] EventStoreError),
+    /// An event could not be applied inside a caller's transaction ([`ProjectionRunner::catch_up_in`]),
+    /// where it cannot be parked.
+    #[error("cannot apply an event: {0}")]
+    Poison(String),
 }
 
 /// What retrying a parked event did.
@@ -121,6 +126,23 @@ impl<P: Projector> ProjectionRunner<P> {
             };
             self.apply_until_done(&events).await?;
             position = last;
+        }
+    }
+
+    /// Applies, inside the caller's transaction, every event after `from` (no checkpoint is read
+    /// or written: the caller owns that). Returns the last position applied.
+    pub async fn catch_up_in(&self, tx: &mut PgConnection, from: i64) -> Result<i64, RuntimeError> {
+        let mut position = from;
+        loop {
+            let events = read_all_on(&mut *tx, position, self.batch_size).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                return Ok(position);
+            };
+            match self.fold_and_flush(tx, &events).await {
+                Ok(()) => position = last,
+                Err(Failure::Unavailable(error)) => return Err(error.into()),
+                Err(Failure::Poison(reason)) => return Err(RuntimeError::Poison(reason)),
+            }
         }
     }
 

@@ -135,6 +135,22 @@ impl EventStore for PgEventStore {
     }
 }
 
+/// Up to `limit` events after `after_position`, read on `conn` (inside its transaction, if any).
+pub async fn read_all_on(
+    conn: &mut sqlx::PgConnection,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"
+    ))
+    .bind(after_position)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(recorded_event_from_row).collect()
+}
+
 /// Rejects appends that no state of the store could accept.
 fn check_append(events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
