@@ -5,7 +5,7 @@ use command_side::event_store::PgEventStore;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use projections::rebuild::{self, Progress, RebuildError, RebuildReport};
-use projections::worker::{supervise, WorkerOptions};
+use projections::worker::{supervise_all, WorkerOptions};
 use projections::{EventTypeCounts, ParkedRetry, ProjectionRunner, RuntimeError};
 use query_side::admin::ProjectorRegistry;
 use sqlx::PgPool;
@@ -53,18 +53,30 @@ pub async fn replay(
     with_projector!(projector, make => rebuild::replay_into_schema(pool, make, schema, until, batch_size, progress).await)
 }
 
-/// Supervises every projector (each under its lease) until `stop` is requested.
+/// Supervises every projector (each partition under its own lease) until `stop` is requested.
 pub async fn run_all(store: PgEventStore, options: WorkerOptions, stop: &Stop) {
-    supervise(store, || EventTypeCounts, options, stop.requested()).await;
+    supervise_all(store, || EventTypeCounts, options, || stop.requested()).await;
 }
 
-/// Retries a parked event with the named projector; `None` for an unknown name.
+/// Retries a parked event of a projector, named by its checkpoint key (`name` or
+/// `name#partition`, as `fleetlog parked list` shows it); `None` for an unknown name.
 pub async fn retry_parked(
     store: &PgEventStore,
-    projector: &str,
+    key: &str,
     position: i64,
 ) -> Option<Result<ParkedRetry, RuntimeError>> {
-    with_projector!(projector, make => ProjectionRunner::new(store.clone(), make(), 1).retry_parked(position).await)
+    let (name, partition) = match key.split_once('#') {
+        Some((name, partition)) => (name, Some(partition.parse::<u32>().ok()?)),
+        None => (key, None),
+    };
+    with_projector!(name, make => {
+        let runner = ProjectionRunner::new(store.clone(), make(), 1);
+        let runner = match partition {
+            Some(partition) => runner.for_partition(partition),
+            None => runner,
+        };
+        runner.retry_parked(position).await
+    })
 }
 
 /// The registry the admin API uses.

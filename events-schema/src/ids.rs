@@ -189,6 +189,16 @@ impl StreamId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Which of `count` partitions this stream belongs to: a stable hash (FNV-1a, 64 bit) of the
+    /// id, so every process and every version of Fleetlog agrees. All events of a stream share
+    /// a partition, so a partitioned projector sees each stream in order.
+    pub fn partition(&self, count: u32) -> u32 {
+        let hash = self.0.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        (hash % u64::from(count.max(1))) as u32
+    }
 }
 
 impl fmt::Display for StreamId {
@@ -235,6 +245,28 @@ mod tests {
         ] {
             assert!(StreamId::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn partitions_are_stable_and_spread_streams() {
+        let id = StreamId::parse("system-0193a000-0000-7000-8000-000000000001").unwrap();
+        assert_eq!(id.partition(4), id.partition(4));
+        assert_eq!(id.partition(1), 0);
+        // FNV-1a of "a" is 0xaf63dc4c8601ec8c: a fixed value, not a per-process random hash.
+        assert_eq!(
+            StreamId::of(StreamCategory::Alert, "x").partition(u32::MAX),
+            {
+                let h = "alert-x".bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x100000001b3)
+                });
+                (h % u64::from(u32::MAX)) as u32
+            }
+        );
+        let mut seen = [0usize; 4];
+        for i in 0..400 {
+            seen[StreamId::of(StreamCategory::System, i).partition(4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
 
     #[test]

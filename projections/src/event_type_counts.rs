@@ -63,7 +63,8 @@ impl Projector for EventTypeCounts {
             "INSERT INTO event_type_counts (tenant_id, event_type, events, last_position) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::bigint[]) \
              ON CONFLICT (tenant_id, event_type) DO UPDATE \
-             SET events = event_type_counts.events + excluded.events, last_position = excluded.last_position",
+             SET events = event_type_counts.events + excluded.events, \
+                 last_position = greatest(event_type_counts.last_position, excluded.last_position)",
         )
         .bind(&tenants)
         .bind(&types)

@@ -30,6 +30,14 @@ pub trait Projector: Send + Sync + 'static {
     /// The read-model tables this projector owns (and a rebuild replaces).
     fn tables(&self) -> &'static [&'static str];
 
+    /// Into how many partitions (by hash of stream id) the log is split for this projector. Each
+    /// partition has its own checkpoint and lease, so up to this many processes share the work.
+    /// Only a projector whose rows of different streams never depend on each other's order may
+    /// be partitioned.
+    fn partitions(&self) -> u32 {
+        1
+    }
+
     /// Reads, in the batch's transaction, the read-model state the fold of `events` needs.
     fn load(
         &self,

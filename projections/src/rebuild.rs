@@ -16,7 +16,7 @@ use sqlx::PgPool;
 
 use crate::checkpoint;
 use crate::projector::Projector;
-use crate::runtime::{ProjectionRunner, RuntimeError};
+use crate::runtime::{checkpoint_key, ProjectionRunner, RuntimeError};
 
 /// Tables of the runtime itself that a separate build needs its own copy of.
 const RUNTIME_TABLES: [&str; 2] = ["projection_checkpoints", "parked_events"];
@@ -192,9 +192,15 @@ pub async fn rebuild<P: Projector>(
     }
     store.pool().close().await;
 
+    let projector = make();
+    let keys: Vec<String> = (0..projector.partitions().max(1))
+        .map(|p| checkpoint_key(name, p, projector.partitions()))
+        .collect();
     let mut tx = pool.begin().await?;
-    checkpoint::ensure_in(&mut tx, name).await?;
-    checkpoint::lock(&mut tx, name).await?; // waits for the live runner's batch, then holds it off
+    for key in &keys {
+        checkpoint::ensure_in(&mut tx, key).await?;
+        checkpoint::lock(&mut tx, key).await?; // waits for the live runners' batches, then holds them off
+    }
     let shadow_position: i64 = sqlx::query_scalar(&format!(
         "SELECT position FROM {shadow}.projection_checkpoints WHERE projector = $1"
     ))
@@ -218,7 +224,7 @@ pub async fn rebuild<P: Projector>(
     sqlx::query(&format!("CREATE SCHEMA {retired}"))
         .execute(&mut *tx)
         .await?;
-    for table in make().tables() {
+    for table in projector.tables() {
         sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {retired}"))
             .execute(&mut *tx)
             .await?;
@@ -226,8 +232,10 @@ pub async fn rebuild<P: Projector>(
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("DELETE FROM parked_events WHERE projector = $1")
+    // Parked events found by the rebuild replace the old ones (keyed by the projector's name).
+    sqlx::query("DELETE FROM parked_events WHERE projector = $1 OR projector = ANY($2)")
         .bind(name)
+        .bind(&keys)
         .execute(&mut *tx)
         .await?;
     sqlx::query(&format!(
@@ -236,7 +244,9 @@ pub async fn rebuild<P: Projector>(
     .bind(name)
     .execute(&mut *tx)
     .await?;
-    checkpoint::advance(&mut tx, name, swapped_at).await?;
+    for key in &keys {
+        checkpoint::advance(&mut tx, key, swapped_at).await?;
+    }
     sqlx::query(&format!("DROP SCHEMA {shadow} CASCADE"))
         .execute(&mut *tx)
         .await?;

@@ -1,5 +1,6 @@
 //! [`ProjectionRunner`]: feeds one projector the log in batches, exactly once, across crashes.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -77,23 +78,64 @@ enum Failure {
     Unavailable(sqlx::Error),
 }
 
-/// Runs one projector.
+/// Runs one projector (or one partition of a partitioned projector).
 pub struct ProjectionRunner<P: Projector> {
     store: PgEventStore,
     projector: P,
     batch_size: i64,
     retry: RetryPolicy,
+    partition: u32,
+    partitions: u32,
+    key: String,
+}
+
+/// The checkpoint (and lease) key of one partition: the projector's name, followed by
+/// `#partition` when it has more than one.
+pub fn checkpoint_key(name: &str, partition: u32, partitions: u32) -> String {
+    if partitions <= 1 {
+        name.to_owned()
+    } else {
+        format!("{name}#{partition}")
+    }
 }
 
 impl<P: Projector> ProjectionRunner<P> {
     /// A runner reading `batch_size` events at a time.
     pub fn new(store: PgEventStore, projector: P, batch_size: i64) -> Self {
+        let key = projector.name().to_owned();
         Self {
             store,
             projector,
             batch_size: batch_size.max(1),
             retry: RetryPolicy::default(),
+            partition: 0,
+            partitions: 1,
+            key,
         }
+    }
+
+    /// Runs only `partition` of the projector's partitions (streams whose
+    /// [`StreamId::partition`](events_schema::StreamId::partition) is `partition`), under the
+    /// partition's own checkpoint.
+    pub fn for_partition(mut self, partition: u32) -> Self {
+        self.partitions = self.projector.partitions().max(1);
+        self.partition = partition % self.partitions;
+        self.key = checkpoint_key(self.projector.name(), self.partition, self.partitions);
+        self
+    }
+
+    /// The checkpoint (and lease) key this runner uses.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The events of `events` that belong to this runner's partition.
+    fn owned<'e>(&self, events: &'e [RecordedEvent]) -> Cow<'e, [RecordedEvent]> {
+        if self.partitions <= 1 {
+            return Cow::Borrowed(events);
+        }
+        let mine = |e: &&RecordedEvent| e.stream_id.partition(self.partitions) == self.partition;
+        Cow::Owned(events.iter().filter(mine).cloned().collect())
     }
 
     /// Replaces the retry policy.
@@ -113,7 +155,7 @@ impl<P: Projector> ProjectionRunner<P> {
 
     /// Applies every event up to `until` (or the head, when `None`) and returns the checkpoint.
     pub async fn catch_up(&self, until: Option<i64>) -> Result<i64, RuntimeError> {
-        let mut position = checkpoint::ensure(self.pool(), self.projector.name()).await?;
+        let mut position = checkpoint::ensure(self.pool(), &self.key).await?;
         loop {
             let limit = match until {
                 Some(until) if until <= position => return Ok(position),
@@ -138,7 +180,7 @@ impl<P: Projector> ProjectionRunner<P> {
             let Some(last) = events.last().map(|e| e.position) else {
                 return Ok(position);
             };
-            match self.fold_and_flush(tx, &events).await {
+            match self.fold_and_flush(tx, &self.owned(&events)).await {
                 Ok(()) => position = last,
                 Err(Failure::Unavailable(error)) => return Err(error.into()),
                 Err(Failure::Poison(reason)) => return Err(RuntimeError::Poison(reason)),
@@ -149,8 +191,7 @@ impl<P: Projector> ProjectionRunner<P> {
     /// Follows the log live (woken by `NOTIFY`) until `shutdown` resolves. Database failures are
     /// logged, counted and retried with backoff; they never skip an event.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RuntimeError> {
-        let name = self.projector.name();
-        let start = checkpoint::ensure(self.pool(), name).await?;
+        let start = checkpoint::ensure(self.pool(), &self.key).await?;
         let mut tail = EventTail::start(self.store.clone(), start, self.batch_size).await?;
         tokio::pin!(shutdown);
         loop {
@@ -172,10 +213,10 @@ impl<P: Projector> ProjectionRunner<P> {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     attempt += 1;
-                    metrics::counter!("fleetlog_projection_errors_total", "projector" => self.projector.name())
+                    metrics::counter!("fleetlog_projection_errors_total", "projector" => self.key.clone())
                         .increment(1);
                     let delay = self.retry.delay(attempt);
-                    tracing::error!(projector = self.projector.name(), %error, retry_in_ms = delay.as_millis() as u64,
+                    tracing::error!(projector = %self.key, %error, retry_in_ms = delay.as_millis() as u64,
                         "projection batch failed");
                     tokio::time::sleep(delay).await;
                 }
@@ -191,7 +232,7 @@ impl<P: Projector> ProjectionRunner<P> {
         };
         let span = tracing::info_span!(
             "projection_batch",
-            projector = self.projector.name(),
+            projector = %self.key,
             from = first.position,
             to = last.position,
             events = events.len()
@@ -220,14 +261,14 @@ impl<P: Projector> ProjectionRunner<P> {
                 Ok(()) => return Ok(()),
                 Err(Failure::Unavailable(error)) => return Err(error),
                 Err(Failure::Poison(reason)) if attempt >= self.retry.max_attempts.max(1) => {
-                    let name = self.projector.name();
+                    let name = self.key.as_str();
                     tracing::warn!(projector = name, position = event.position, %reason, "parking event");
                     let mut tx = self.pool().begin().await?;
                     if checkpoint::lock(&mut tx, name).await? < event.position {
                         checkpoint::park(&mut tx, name, event, &reason, attempt).await?;
                     }
                     tx.commit().await?;
-                    metrics::counter!("fleetlog_projection_parked_total", "projector" => name)
+                    metrics::counter!("fleetlog_projection_parked_total", "projector" => name.to_owned())
                         .increment(1);
                     return Ok(());
                 }
@@ -242,7 +283,7 @@ impl<P: Projector> ProjectionRunner<P> {
     /// One transaction: lock the checkpoint, skip what it already covers, load, fold, flush,
     /// advance the checkpoint, commit.
     async fn try_apply(&self, events: &[RecordedEvent]) -> Result<(), Failure> {
-        let name = self.projector.name();
+        let name = self.key.as_str();
         let mut tx = self.pool().begin().await.map_err(Failure::Unavailable)?;
         let done = checkpoint::lock(&mut tx, name)
             .await
@@ -252,13 +293,17 @@ impl<P: Projector> ProjectionRunner<P> {
         let Some(last) = fresh.last().map(|e| e.position) else {
             return Ok(());
         };
-        self.fold_and_flush(&mut tx, fresh).await?;
+        let mine = self.owned(fresh);
+        if !mine.is_empty() {
+            self.fold_and_flush(&mut tx, &mine).await?;
+        }
+        // The checkpoint moves past other partitions' events too: they are not this runner's.
         checkpoint::advance(&mut tx, name, last)
             .await
             .map_err(Failure::Unavailable)?;
         tx.commit().await.map_err(Failure::Unavailable)?;
-        metrics::counter!("fleetlog_projection_events_total", "projector" => name)
-            .increment(fresh.len() as u64);
+        metrics::counter!("fleetlog_projection_events_total", "projector" => name.to_owned())
+            .increment(mine.len() as u64);
         Ok(())
     }
 
@@ -289,7 +334,7 @@ impl<P: Projector> ProjectionRunner<P> {
     /// Applies a parked event now (out of its original order: the checkpoint has moved past it)
     /// and unparks it. If it fails again it stays parked, with the new error and one more attempt.
     pub async fn retry_parked(&self, position: i64) -> Result<ParkedRetry, RuntimeError> {
-        let name = self.projector.name();
+        let name = self.key.as_str();
         let Some(event) = self
             .store
             .read_all(position - 1, 1)
@@ -329,15 +374,16 @@ impl<P: Projector> ProjectionRunner<P> {
     }
 
     async fn record_progress(&self, last: &RecordedEvent) {
-        let name = self.projector.name();
-        metrics::gauge!("fleetlog_projection_position", "projector" => name)
+        let name = self.key.as_str();
+        metrics::gauge!("fleetlog_projection_position", "projector" => name.to_owned())
             .set(last.position as f64);
         if let Ok(head) = self.store.head_position().await {
-            metrics::gauge!("fleetlog_projection_lag_positions", "projector" => name)
+            metrics::gauge!("fleetlog_projection_lag_positions", "projector" => name.to_owned())
                 .set((head - last.position) as f64);
         }
         let behind = chrono_seconds_since(last);
-        metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name).set(behind);
+        metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name.to_owned())
+            .set(behind);
     }
 }
 

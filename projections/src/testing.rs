@@ -37,17 +37,20 @@ pub async fn reset<P: Projector>(pool: &PgPool, projector: &P) -> Result<(), sql
             .await?;
     }
     for table in ["projection_checkpoints", "parked_events"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE projector = $1"))
-            .bind(projector.name())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE projector = $1 OR projector LIKE $1 || '#%'"
+        ))
+        .bind(projector.name())
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
 
-/// Runs `make()` live over the stored history in batches of `live_batch` events, restarting it
-/// (a new runner, resuming from its checkpoint) after each third of the log; then rebuilds from
-/// position 0 in one pass; panics unless both give exactly the same rows. Returns the snapshot.
+/// Runs `make()` live over the stored history in batches of `live_batch` events (every partition,
+/// when it is partitioned), restarting it (new runners, resuming from their checkpoints) after
+/// each third of the log; then rebuilds from position 0 in one unpartitioned pass; panics unless
+/// both give exactly the same rows. Returns the snapshot.
 pub async fn assert_rebuild_matches_live<P: Projector>(
     store: &PgEventStore,
     make: impl Fn() -> P,
@@ -56,12 +59,12 @@ pub async fn assert_rebuild_matches_live<P: Projector>(
     let pool = store.pool();
     let head = store.head_position().await.expect("head");
     for stop in [head / 3, 2 * head / 3, head] {
-        let runner = ProjectionRunner::new(store.clone(), make(), live_batch);
-        assert_eq!(
-            runner.catch_up(Some(stop)).await.expect("live run"),
-            stop,
-            "live run stopped early"
-        );
+        for partition in 0..make().partitions().max(1) {
+            let runner =
+                ProjectionRunner::new(store.clone(), make(), live_batch).for_partition(partition);
+            let reached = runner.catch_up(Some(stop)).await.expect("live run");
+            assert_eq!(reached, stop, "live run stopped early");
+        }
     }
     let live = snapshot(pool, &make()).await.expect("live snapshot");
 

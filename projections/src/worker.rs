@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::lease;
 use crate::projector::Projector;
-use crate::runtime::ProjectionRunner;
+use crate::runtime::{checkpoint_key, ProjectionRunner};
 
 /// How a supervised projector runs.
 #[derive(Debug, Clone)]
@@ -22,15 +22,33 @@ pub struct WorkerOptions {
     pub batch_size: i64,
 }
 
-/// Runs `make()` whenever this process holds its lease, until `shutdown` resolves. Failures are
-/// logged, counted and retried; the supervisor itself only returns at shutdown.
+/// Supervises every partition of `make()`'s projector (see [`supervise`]) until `shutdown()`
+/// resolves.
+pub async fn supervise_all<P: Projector, F: Future<Output = ()> + Send>(
+    store: PgEventStore,
+    make: impl Fn() -> P + Send + Sync,
+    options: WorkerOptions,
+    shutdown: impl Fn() -> F,
+) {
+    let partitions = make().partitions().max(1);
+    let supervisors = (0..partitions)
+        .map(|partition| supervise(store.clone(), &make, partition, options.clone(), shutdown()));
+    futures::future::join_all(supervisors).await;
+}
+
+/// Runs one partition of `make()`'s projector whenever this process holds that partition's
+/// lease, until `shutdown` resolves. Failures are logged, counted and retried; the supervisor
+/// itself only returns at shutdown.
 pub async fn supervise<P: Projector>(
     store: PgEventStore,
     make: impl Fn() -> P + Send,
+    partition: u32,
     options: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let name = make().name();
+    let projector = make();
+    let key = checkpoint_key(projector.name(), partition, projector.partitions());
+    let name = key.as_str();
     let pool = store.pool().clone();
     let renew_every = options.lease_ttl / 3;
     tokio::pin!(shutdown);
@@ -49,21 +67,27 @@ pub async fn supervise<P: Projector>(
             }
         }
         tracing::info!(projector = name, holder = %options.holder, "lease taken; running");
-        metrics::gauge!("fleetlog_projection_lease_held", "projector" => name).set(1.0);
+        metrics::gauge!("fleetlog_projection_lease_held", "projector" => key.clone()).set(1.0);
         let (lost_tx, mut lost_rx) = watch::channel(false);
         let renewer = {
-            let (pool, holder, ttl) = (pool.clone(), options.holder.clone(), options.lease_ttl);
+            let (pool, holder, ttl, key) = (
+                pool.clone(),
+                options.holder.clone(),
+                options.lease_ttl,
+                key.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(renew_every).await;
-                    if !matches!(lease::acquire(&pool, name, &holder, ttl).await, Ok(true)) {
+                    if !matches!(lease::acquire(&pool, &key, &holder, ttl).await, Ok(true)) {
                         let _ = lost_tx.send(true);
                         return;
                     }
                 }
             })
         };
-        let runner = ProjectionRunner::new(store.clone(), make(), options.batch_size);
+        let runner = ProjectionRunner::new(store.clone(), make(), options.batch_size)
+            .for_partition(partition);
         let lease_lost = async move {
             let _ = lost_rx.wait_for(|lost| *lost).await;
         };
@@ -71,7 +95,7 @@ pub async fn supervise<P: Projector>(
             result = runner.run(lease_lost) => {
                 if let Err(error) = result {
                     tracing::error!(projector = name, %error, "projector stopped; retrying");
-                    metrics::counter!("fleetlog_projection_errors_total", "projector" => name).increment(1);
+                    metrics::counter!("fleetlog_projection_errors_total", "projector" => key.clone()).increment(1);
                     let _ = lease::release(&pool, name, &options.holder).await;
                     tokio::time::sleep(renew_every).await;
                 }
@@ -80,7 +104,7 @@ pub async fn supervise<P: Projector>(
             _ = &mut shutdown => true,
         };
         renewer.abort();
-        metrics::gauge!("fleetlog_projection_lease_held", "projector" => name).set(0.0);
+        metrics::gauge!("fleetlog_projection_lease_held", "projector" => key.clone()).set(0.0);
         if stopping {
             let _ = lease::release(&pool, name, &options.holder).await;
             return;
