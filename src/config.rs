@@ -121,6 +121,10 @@ pub struct ProjectConfig {
     /// Projection settings.
     #[command(flatten)]
     pub projection: ProjectionConfig,
+
+    /// Where to serve `/metrics` and `/healthz` (off when unset).
+    #[arg(long, env = "METRICS_ADDRESS")]
+    pub metrics_address: Option<String>,
 }
 
 /// The HTTP server.

@@ -48,6 +48,20 @@ pub fn app(
         .layer(TraceLayer::new_for_http())
 }
 
+/// Health, readiness and metrics only: what a process without the API (`fleetlog project`) serves.
+pub fn metrics_app(pool: PgPool, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(ServerState {
+            pool,
+            metrics: Some(metrics),
+        })
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }

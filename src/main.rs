@@ -154,7 +154,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(config) => serve::run(config, telemetry::init_metrics()?).await,
-        Command::Project(config) => serve::project(config).await,
+        Command::Project(config) => serve::project(config, telemetry::init_metrics()?).await,
         Command::Status {
             sample_s,
             json,

@@ -44,14 +44,29 @@ pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Resu
     Ok(())
 }
 
-/// `fleetlog project`: runs every projector until Ctrl-C or SIGTERM.
-pub async fn project(config: ProjectConfig) -> anyhow::Result<()> {
+/// `fleetlog project`: runs every projector until Ctrl-C or SIGTERM, with `/metrics` on
+/// METRICS_ADDRESS when it is set.
+pub async fn project(config: ProjectConfig, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let pool = database::connect(&config.database).await?;
     database::migrate(&pool).await?;
     let store = PgEventStore::start(pool.clone(), config.append.group_commit());
     let options = config.projection.worker_options();
     tracing::info!(holder = %options.holder, "running projectors");
-    projectors::run_all(store, options, &Stop::on_signal()).await;
+    let stop = Stop::on_signal();
+    let metrics_server = async {
+        let Some(address) = &config.metrics_address else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        axum::serve(listener, http::metrics_app(pool.clone(), metrics))
+            .with_graceful_shutdown(stop.requested())
+            .await
+            .context("metrics server failed")
+    };
+    let (served, ()) = tokio::join!(metrics_server, projectors::run_all(store, options, &stop));
+    served?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

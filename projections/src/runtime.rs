@@ -384,6 +384,15 @@ impl<P: Projector> ProjectionRunner<P> {
         let behind = chrono_seconds_since(last);
         metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name.to_owned())
             .set(behind);
+        let parked: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE projector = $1")
+                .bind(name)
+                .fetch_one(self.pool())
+                .await;
+        if let Ok(parked) = parked {
+            metrics::gauge!("fleetlog_projection_parked", "projector" => name.to_owned())
+                .set(parked as f64);
+        }
     }
 }
 
