@@ -88,12 +88,7 @@ pub async fn parked_retry(pool: &PgPool, projector: &str, position: i64) -> anyh
     let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
     let outcome = projectors::retry_parked(&store, projector, position)
         .await
-        .with_context(|| {
-            format!(
-                "no projector named {projector:?} (known: {})",
-                projectors::NAMES.join(", ")
-            )
-        })??;
+        .ok_or_else(|| unknown_projector(projector))??;
     match outcome {
         ParkedRetry::Applied => {
             println!("applied {projector} position {position}; it is no longer parked");
@@ -132,12 +127,7 @@ pub async fn rebuild(pool: &PgPool, projector: &str, batch_size: i64) -> anyhow:
     let started = Instant::now();
     let report = projectors::rebuild(pool, projector, batch_size, &progress)
         .await
-        .with_context(|| {
-            format!(
-                "no projector named {projector:?} (known: {})",
-                projectors::NAMES.join(", ")
-            )
-        })??;
+        .ok_or_else(|| unknown_projector(projector))??;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     println!(
@@ -171,13 +161,15 @@ pub async fn replay(
     let (bar, progress) = build_progress("replay");
     let reached = projectors::replay(pool, projector, schema, position, batch_size, &progress)
         .await
-        .with_context(|| {
-            format!(
-                "no projector named {projector:?} (known: {})",
-                projectors::NAMES.join(", ")
-            )
-        })??;
+        .ok_or_else(|| unknown_projector(projector))??;
     bar.finish_and_clear();
     println!("built {projector} as of position {reached} into schema {schema}");
     Ok(())
+}
+
+fn unknown_projector(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no projector named {name:?} (known: {})",
+        projectors::NAMES.join(", ")
+    )
 }

@@ -1,30 +1,17 @@
 //! The operator commands of the `fleetlog` binary, against a real database.
 
+mod support;
+
 use std::process::Output;
 
-use chrono::Utc;
-use command_side::event_store::{EventStore, ExpectedVersion, GroupCommitConfig, PgEventStore};
-use events_schema::{HeartbeatReceived, NewEvent, StreamId, TenantId};
+use command_side::event_store::{GroupCommitConfig, PgEventStore};
 use projections::{EventTypeCounts, ProjectionRunner};
 use sqlx::PgPool;
-
-fn database_url(pool: &PgPool) -> String {
-    let master = std::env::var("DATABASE_URL").expect("the test command sets DATABASE_URL");
-    let database = pool
-        .connect_options()
-        .get_database()
-        .expect("a test database")
-        .to_owned();
-    format!(
-        "{}/{database}",
-        master.rsplit_once('/').expect("a URL with a database").0
-    )
-}
 
 async fn fleetlog(pool: &PgPool, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetlog"))
         .args(args)
-        .env("DATABASE_URL", database_url(pool))
+        .env("DATABASE_URL", support::database_url(pool))
         .env("LOG_LEVEL", "warn")
         .output()
         .await
@@ -34,20 +21,7 @@ async fn fleetlog(pool: &PgPool, args: &[&str]) -> Output {
 #[sqlx::test(migrator = "migrations::MIGRATOR")]
 async fn status_and_parked_commands_report_and_act_on_projectors(pool: PgPool) {
     let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
-    let stream = StreamId::system(uuid::Uuid::now_v7());
-    for _ in 0..3 {
-        let event = NewEvent::new(
-            TenantId::new(),
-            &HeartbeatReceived {
-                agent_version: None,
-            },
-            Utc::now(),
-        );
-        store
-            .append(&stream, ExpectedVersion::Any, vec![event])
-            .await
-            .unwrap();
-    }
+    support::append_heartbeats(&store, 3, 1, 1).await;
     ProjectionRunner::new(store.clone(), EventTypeCounts, 10)
         .catch_up(Some(2))
         .await
@@ -89,20 +63,7 @@ async fn status_and_parked_commands_report_and_act_on_projectors(pool: PgPool) {
 #[sqlx::test(migrator = "migrations::MIGRATOR")]
 async fn rebuild_and_replay_commands_build_read_models_from_the_log(pool: PgPool) {
     let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
-    let stream = StreamId::system(uuid::Uuid::now_v7());
-    for _ in 0..5 {
-        let event = NewEvent::new(
-            TenantId::new(),
-            &HeartbeatReceived {
-                agent_version: None,
-            },
-            Utc::now(),
-        );
-        store
-            .append(&stream, ExpectedVersion::Any, vec![event])
-            .await
-            .unwrap();
-    }
+    support::append_heartbeats(&store, 5, 1, 1).await;
     let sum = |table: &'static str| {
         let pool = pool.clone();
         async move {

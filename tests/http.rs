@@ -23,11 +23,15 @@ fn app(pool: &PgPool) -> (Router, PgEventStore) {
     )
 }
 
-async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut request = Request::get(uri);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
+async fn send(
+    app: &Router,
+    request: axum::http::request::Builder,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let request = match token {
+        Some(token) => request.header("authorization", format!("Bearer {token}")),
+        None => request,
+    };
     let response = app
         .clone()
         .oneshot(request.body(Body::empty()).unwrap())
@@ -39,6 +43,14 @@ async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Value
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
+    send(app, Request::get(uri), token).await
+}
+
+async fn post(app: &Router, uri: &str) -> (StatusCode, Value) {
+    send(app, Request::post(uri), Some(TOKEN)).await
 }
 
 async fn seed(store: &PgEventStore) -> StreamId {
@@ -194,21 +206,6 @@ async fn bad_queries_get_a_json_400_in_the_error_shape(pool: PgPool) {
     let (status, body) = get(&app, "/no/such/route", Some(TOKEN)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&body, "not_found");
-}
-
-async fn post(app: &Router, uri: &str) -> (StatusCode, Value) {
-    let request = Request::post(uri).header("authorization", format!("Bearer {TOKEN}"));
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 #[sqlx::test(migrator = "migrations::MIGRATOR")]

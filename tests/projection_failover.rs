@@ -1,12 +1,12 @@
 //! Scale-out: `fleetlog project` processes share projectors through leases; when the one running
 //! a projector dies (SIGKILL), another takes over from the checkpoint without loss or double-apply.
 
+mod support;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use command_side::event_store::{EventStore, ExpectedVersion, GroupCommitConfig, PgEventStore};
-use events_schema::{HeartbeatReceived, NewEvent, StreamId, TenantId};
+use command_side::event_store::{GroupCommitConfig, PgEventStore};
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
@@ -57,40 +57,11 @@ async fn wait_for(
 #[sqlx::test(migrator = "migrations::MIGRATOR")]
 async fn three_project_processes_share_a_projector_and_survive_a_sigkill(pool: PgPool) {
     let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
-    let tenant = TenantId::new();
-    let streams: Vec<StreamId> = (0..20)
-        .map(|_| StreamId::system(uuid::Uuid::now_v7()))
-        .collect();
-    for i in 0..400 {
-        let events = (0..10)
-            .map(|_| {
-                NewEvent::new(
-                    tenant,
-                    &HeartbeatReceived {
-                        agent_version: None,
-                    },
-                    Utc::now(),
-                )
-            })
-            .collect();
-        store
-            .append(&streams[i % 20], ExpectedVersion::Any, events)
-            .await
-            .unwrap();
-    }
+    support::append_heartbeats(&store, 400, 10, 20).await;
     let head = store.head_position().await.unwrap();
     assert_eq!(head, 4000);
 
-    let master = std::env::var("DATABASE_URL").expect("the test command sets DATABASE_URL");
-    let database = pool
-        .connect_options()
-        .get_database()
-        .expect("a test database")
-        .to_owned();
-    let url = format!(
-        "{}/{database}",
-        master.rsplit_once('/').expect("a URL with a database").0
-    );
+    let url = support::database_url(&pool);
     let names = ["worker-0", "worker-1", "worker-2"];
     let mut workers: Vec<Child> = names.iter().map(|name| spawn_worker(&url, name)).collect();
 

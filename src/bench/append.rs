@@ -12,8 +12,8 @@ use futures::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{progress, ScratchDatabase};
-use crate::config::{AppendConfig, DatabaseConfig};
+use super::{progress, BenchRun, ScratchDatabase};
+use crate::config::AppendConfig;
 
 /// Options of `fleetlog bench append`.
 #[derive(Debug, Clone, Args)]
@@ -30,18 +30,9 @@ pub struct AppendBench {
     /// Events per append call.
     #[arg(long, default_value_t = 1)]
     pub events_per_append: usize,
-    /// Name of the scratch database (dropped and recreated).
-    #[arg(long, default_value = "fleetlog_bench")]
-    pub scratch_database: String,
-    /// Keep the scratch database afterwards.
-    #[arg(long)]
-    pub keep: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
-    /// Database server to run on.
+    /// Where and how the bench runs.
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    pub run: BenchRun,
     /// Group commit settings under test.
     #[command(flatten)]
     pub append: AppendConfig,
@@ -64,8 +55,7 @@ pub async fn run(options: AppendBench) -> anyhow::Result<()> {
         streams >= concurrency,
         "need at least one stream per appender (streams >= concurrency)"
     );
-    let scratch =
-        ScratchDatabase::create(&options.database, &options.scratch_database, options.keep).await?;
+    let scratch = ScratchDatabase::create(&options.run).await?;
     let tenant = TenantId::new();
     let workloads = plan_workloads(tenant, events, concurrency, streams, events_per_append);
 
@@ -94,7 +84,7 @@ pub async fn run(options: AppendBench) -> anyhow::Result<()> {
         percentile_ms(&latencies, 0.50),
         percentile_ms(&latencies, 0.99),
     );
-    if options.json {
+    if options.run.json {
         let line = json!({
             "bench": "append",
             "events": events,

@@ -14,6 +14,23 @@ use sqlx::{PgPool, Postgres};
 
 use crate::config::DatabaseConfig;
 
+/// Options every bench shares: the server, the scratch database, the output.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchRun {
+    /// Name of the scratch database (dropped and recreated).
+    #[arg(long, default_value = "fleetlog_bench")]
+    pub scratch_database: String,
+    /// Keep the scratch database afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// Database server to run on.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
 /// A database that exists for one bench run.
 pub struct ScratchDatabase {
     url: String,
@@ -24,7 +41,8 @@ pub struct ScratchDatabase {
 
 impl ScratchDatabase {
     /// Drops any leftover of the same name, creates it afresh and migrates it.
-    pub async fn create(base: &DatabaseConfig, name: &str, keep: bool) -> anyhow::Result<Self> {
+    pub async fn create(run: &BenchRun) -> anyhow::Result<Self> {
+        let (base, name, keep) = (&run.database, run.scratch_database.as_str(), run.keep);
         let options: PgConnectOptions = crate::database::connect_options(base)?.database(name);
         let mut url = url_with_database(&base.database_url, name)?;
         if Postgres::database_exists(&url).await? {

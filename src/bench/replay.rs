@@ -11,8 +11,7 @@ use events_schema::{EventId, Metadata, NewEvent, StreamId, TenantId};
 use projections::{EventTypeCounts, ProjectionRunner};
 use serde_json::json;
 
-use super::{progress, ScratchDatabase};
-use crate::config::DatabaseConfig;
+use super::{progress, BenchRun, ScratchDatabase};
 
 /// Options of `fleetlog bench replay`.
 #[derive(Debug, Clone, Args)]
@@ -23,18 +22,9 @@ pub struct ReplayBench {
     /// Events per batch, for the replay and for the raw read alike.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: i64,
-    /// Name of the scratch database (dropped and recreated).
-    #[arg(long, default_value = "fleetlog_bench")]
-    pub scratch_database: String,
-    /// Keep the scratch database afterwards.
-    #[arg(long)]
-    pub keep: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
-    /// Database server to run on.
+    /// Where and how the bench runs.
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    pub run: BenchRun,
 }
 
 /// Runs the bench and prints its result.
@@ -46,8 +36,7 @@ pub async fn run(options: ReplayBench) -> anyhow::Result<()> {
         events > 0 && batch_size > 0,
         "events and batch size must be positive"
     );
-    let scratch =
-        ScratchDatabase::create(&options.database, &options.scratch_database, options.keep).await?;
+    let scratch = ScratchDatabase::create(&options.run).await?;
     let store = PgEventStore::start(scratch.pool.clone(), GroupCommitConfig::default());
     eprintln!("bench replay: N={events} batch={batch_size}");
     seed(&store, events).await?;
@@ -79,7 +68,7 @@ pub async fn run(options: ReplayBench) -> anyhow::Result<()> {
     let baseline_per_s = events as f64 / raw_elapsed.as_secs_f64();
     let ratio = events_per_s / baseline_per_s;
     eprintln!("replay: {events_per_s:.0} events/s\nraw keyset read: {baseline_per_s:.0} events/s\nratio: {ratio:.3}");
-    if options.json {
+    if options.run.json {
         let line = json!({
             "bench": "replay",
             "events": events,
