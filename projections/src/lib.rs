@@ -6,6 +6,8 @@
 //! - [`runtime`]: [`ProjectionRunner`]: batches in the global order, the read-model writes and the
 //!   checkpoint in one transaction (exactly once across crashes), retries with backoff, parked
 //!   poison events, lag metrics.
+//! - [`reactor`]: [`Reactor`](reactor::Reactor)s turn events into new events, with ids derived
+//!   from their input, so a replay or a retry never records a fact twice.
 //! - [`checkpoint`]: SQL of checkpoints and parked events.
 //! - [`rebuild`]: rebuild into shadow tables and swap; replay as of a point into a schema.
 //! - [`lease`]: at most one live process runs a projector; a dead one's lease expires.
@@ -18,6 +20,7 @@ pub mod checkpoint;
 pub mod event_type_counts;
 pub mod lease;
 pub mod projector;
+pub mod reactor;
 pub mod rebuild;
 pub mod runtime;
 pub mod status;
