@@ -65,9 +65,9 @@ CREATE FUNCTION fleetlog_append_batch(
     event_types     text[],
     schema_versions integer[],
     tenant_ids      uuid[],
-    payloads        jsonb[],
+    payloads        text[],
     data            bytea[],
-    metadata        jsonb[],
+    metadata        text[],
     occurred_at     timestamptz[],
     OUT written     boolean,
     OUT found_head  bigint
@@ -87,7 +87,7 @@ BEGIN
         INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version,
                             tenant_id, payload, data, metadata, occurred_at)
         SELECT expected_head + r.ord, r.event_id, r.stream_id, r.stream_version, r.event_type,
-               r.schema_version, r.tenant_id, r.payload, r.data, r.metadata, r.occurred_at
+               r.schema_version, r.tenant_id, r.payload::jsonb, r.data, r.metadata::jsonb, r.occurred_at
         FROM unnest(event_ids, stream_ids, stream_versions, event_types, schema_versions, tenant_ids,
                     payloads, data, metadata, occurred_at)
              WITH ORDINALITY AS r(event_id, stream_id, stream_version, event_type, schema_version,

@@ -417,7 +417,7 @@ impl RowArrays {
     ) -> Result<Option<i64>, sqlx::Error> {
         let (written, found_head): (bool, i64) = sqlx::query_as(
             "SELECT written, found_head FROM fleetlog_append_batch($1, $2, $3, $4, $5, $6, $7, \
-             $8::text[]::jsonb[], $9, $10::text[]::jsonb[], $11)",
+             $8, $9, $10, $11)",
         )
         .bind(expected_head)
         .bind(&self.event_ids)
