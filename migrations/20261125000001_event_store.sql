@@ -71,7 +71,10 @@ CREATE FUNCTION fleetlog_append_batch(
     occurred_at     timestamptz[],
     OUT written     boolean,
     OUT found_head  bigint
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql
+-- Resolve `events` and `event_log_head` as at creation, whatever the caller's search_path.
+SET search_path FROM CURRENT
+AS $$
 DECLARE
     appended bigint := coalesce(cardinality(event_ids), 0);
 BEGIN

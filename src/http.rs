@@ -75,7 +75,10 @@ async fn readyz(State(state): State<ServerState>) -> Response {
     .await;
     match check {
         Ok(Ok(_)) => Json(json!({"status": "ready"})).into_response(),
-        Ok(Err(e)) => unavailable(&format!("database unavailable: {e}")),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness check failed");
+            unavailable("the database is unavailable")
+        }
         Err(_) => unavailable("database did not answer within 2 s"),
     }
 }

@@ -70,6 +70,11 @@ pub async fn retry_parked(
         None => (key, None),
     };
     with_projector!(name, make => {
+        let partitions = projections::Projector::partitions(&make());
+        // `name#p` only names a partition that exists; a plain name is the whole projector.
+        if partition.is_some_and(|p| partitions <= 1 || p >= partitions) {
+            return None;
+        }
         let runner = ProjectionRunner::new(store.clone(), make(), 1);
         let runner = match partition {
             Some(partition) => runner.for_partition(partition),
@@ -88,6 +93,13 @@ impl ProjectorRegistry for Registry {
         projector: &'a str,
         position: i64,
     ) -> BoxFuture<'a, Option<Result<ParkedRetry, RuntimeError>>> {
-        retry_parked(&self.0, projector, position).boxed()
+        // On its own task: a client that disconnects must not cancel it mid-transaction.
+        let (store, key) = (self.0.clone(), projector.to_owned());
+        async move {
+            tokio::spawn(async move { retry_parked(&store, &key, position).await })
+                .await
+                .unwrap_or_else(|_| Some(Err(RuntimeError::Poison("the retry task failed".into()))))
+        }
+        .boxed()
     }
 }

@@ -110,6 +110,12 @@ async fn health_and_readiness_answer_when_the_database_is_up(pool: PgPool) {
 #[sqlx::test(migrator = "migrations::MIGRATOR")]
 async fn the_event_log_needs_the_admin_token(pool: PgPool) {
     let (app, _) = app(&pool);
+    let request = Request::get("/api/events").header("authorization", format!("bearer {TOKEN}"));
+    assert_eq!(
+        send(&app, request, None).await.0,
+        StatusCode::OK,
+        "the scheme is case-insensitive"
+    );
     for token in [None, Some("wrong")] {
         let (status, body) = get(&app, "/api/events", token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -264,6 +270,7 @@ async fn admins_see_projection_status_and_retry_or_skip_parked_events(pool: PgPo
         "/api/admin/parked/event_type_counts/2/retry",
         "/api/admin/parked/event_type_counts/2/skip",
         "/api/admin/parked/no_such_projector/2/retry",
+        "/api/admin/parked/event_type_counts%237/2/retry",
     ] {
         let (status, body) = post(&app, uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");

@@ -138,8 +138,9 @@ impl<R: Reactor> ReactorRunner<R> {
             if attempt >= self.retry.max_attempts.max(1) {
                 tracing::warn!(reactor = name, position = event.position, %reason, "parking event");
                 let mut tx = self.store.pool().begin().await?;
-                checkpoint::lock(&mut tx, name).await?;
-                checkpoint::park(&mut tx, name, event, &reason, attempt).await?;
+                if checkpoint::lock(&mut tx, name).await? < event.position {
+                    checkpoint::park(&mut tx, name, event, &reason, attempt).await?;
+                }
                 tx.commit().await?;
                 metrics::counter!("fleetlog_projection_parked_total", "projector" => name)
                     .increment(1);

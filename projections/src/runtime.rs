@@ -166,7 +166,8 @@ impl<P: Projector> ProjectionRunner<P> {
             let Some(last) = events.last().map(|e| e.position) else {
                 return Ok(position);
             };
-            self.apply_until_done(&events).await?;
+            self.apply_until_done(&events, std::pin::pin!(std::future::pending()))
+                .await?;
             position = last;
         }
     }
@@ -200,17 +201,25 @@ impl<P: Projector> ProjectionRunner<P> {
                 events = tail.next_batch() => events?,
             };
             // A batch, once started, runs to its commit: stopping mid-transaction would only
-            // throw the work away (and cancelling sqlx mid-`BEGIN` is not safe).
-            self.apply_until_done(&events).await?;
+            // throw the work away (and cancelling sqlx mid-`BEGIN` is not safe). Only the waits
+            // between failed attempts give way to `shutdown`.
+            if !self.apply_until_done(&events, shutdown.as_mut()).await? {
+                return Ok(());
+            }
         }
     }
 
-    /// Applies a batch, waiting out database failures with backoff.
-    async fn apply_until_done(&self, events: &[RecordedEvent]) -> Result<(), RuntimeError> {
+    /// Applies a batch, waiting out database failures with backoff; false when `stop` resolved
+    /// during such a wait (the batch was not applied; the checkpoint did not move).
+    async fn apply_until_done<S: Future<Output = ()>>(
+        &self,
+        events: &[RecordedEvent],
+        mut stop: std::pin::Pin<&mut S>,
+    ) -> Result<bool, RuntimeError> {
         let mut attempt = 0;
         loop {
             match self.apply(events).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(error) => {
                     attempt += 1;
                     metrics::counter!("fleetlog_projection_errors_total", "projector" => self.key.clone())
@@ -218,7 +227,10 @@ impl<P: Projector> ProjectionRunner<P> {
                     let delay = self.retry.delay(attempt);
                     tracing::error!(projector = %self.key, %error, retry_in_ms = delay.as_millis() as u64,
                         "projection batch failed");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = stop.as_mut() => return Ok(false),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use command_side::event_store::PgEventStore;
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::lease;
@@ -51,7 +52,9 @@ pub async fn supervise<P: Projector>(
     let name = key.as_str();
     let pool = store.pool().clone();
     let renew_every = options.lease_ttl / 3;
-    tokio::pin!(shutdown);
+    // Shared, so the runner can stop between batches on it: a runner is never cancelled from
+    // outside in the middle of a transaction.
+    let shutdown = shutdown.shared();
     loop {
         let held = match lease::acquire(&pool, name, &options.holder, options.lease_ttl).await {
             Ok(held) => held,
@@ -62,7 +65,7 @@ pub async fn supervise<P: Projector>(
         };
         if !held {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = shutdown.clone() => return,
                 _ = tokio::time::sleep(renew_every) => continue,
             }
         }
@@ -88,27 +91,37 @@ pub async fn supervise<P: Projector>(
         };
         let runner = ProjectionRunner::new(store.clone(), make(), options.batch_size)
             .for_partition(partition);
-        let lease_lost = async move {
-            let _ = lost_rx.wait_for(|lost| *lost).await;
-        };
-        let stopping = tokio::select! {
-            result = runner.run(lease_lost) => {
-                if let Err(error) = result {
-                    tracing::error!(projector = name, %error, "projector stopped; retrying");
-                    metrics::counter!("fleetlog_projection_errors_total", "projector" => key.clone()).increment(1);
-                    let _ = lease::release(&pool, name, &options.holder).await;
-                    tokio::time::sleep(renew_every).await;
-                }
-                false
+        let stop = {
+            let shutdown = shutdown.clone();
+            async move {
+                let lease_lost = std::pin::pin!(async move {
+                    let _ = lost_rx.wait_for(|lost| *lost).await;
+                });
+                futures::future::select(lease_lost, shutdown).await;
             }
-            _ = &mut shutdown => true,
         };
+        let result = runner.run(stop).await;
+        // The renewer must be gone before the lease is given up, or it would take it back.
         renewer.abort();
+        let _ = renewer.await;
         metrics::gauge!("fleetlog_projection_lease_held", "projector" => key.clone()).set(0.0);
-        if stopping {
+        if shutdown.peek().is_some() {
             let _ = lease::release(&pool, name, &options.holder).await;
             return;
         }
-        tracing::warn!(projector = name, "lease lost; stepping back");
+        match result {
+            Ok(()) => tracing::warn!(projector = name, "lease lost; stepping back"),
+            Err(error) => {
+                tracing::error!(projector = name, %error, "projector stopped; retrying");
+                metrics::counter!("fleetlog_projection_errors_total", "projector" => key.clone())
+                    .increment(1);
+                // Give another process the chance to take over, then try again.
+                let _ = lease::release(&pool, name, &options.holder).await;
+                tokio::select! {
+                    _ = shutdown.clone() => return,
+                    _ = tokio::time::sleep(options.lease_ttl) => {}
+                }
+            }
+        }
     }
 }

@@ -166,9 +166,12 @@ fn check_append(events: &[NewEvent]) -> Result<()> {
                 event.event_id
             )));
         }
-        if event.event_type.is_empty() || event.schema_version == 0 {
+        if event.event_type.is_empty()
+            || event.schema_version == 0
+            || i32::try_from(event.schema_version).is_err()
+        {
             return Err(EventStoreError::InvalidAppend(
-                "every event needs a type and a schema version".into(),
+                "every event needs a type and a schema version (1 to 2^31-1)".into(),
             ));
         }
     }

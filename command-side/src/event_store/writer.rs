@@ -181,7 +181,8 @@ async fn write_fast(
         return Ok(None);
     }
     for (pending, outcome) in batch.iter().zip(&plan.outcomes) {
-        if let Ok(outcome) = outcome {
+        // A duplicate's versions are an older append's: they say nothing about the stream now.
+        if let Some(outcome) = outcome.as_ref().ok().filter(|o| !o.duplicate) {
             let stream = pending.stream_id.as_str().to_owned();
             known.versions.insert(stream, outcome.stream_version());
         }
@@ -256,10 +257,16 @@ fn error_kind(error: &EventStoreError) -> &'static str {
 }
 
 /// Maps a failure of a single append: content PostgreSQL refuses (SQLSTATE class 22, data
-/// exceptions) is the caller's problem; anything else is the database's.
+/// exceptions; 23, constraint violations; 54, limits such as an oversized value) is the caller's
+/// problem and retrying it cannot help; anything else is the database's.
 fn classify(error: sqlx::Error) -> EventStoreError {
+    let refused = |code: &str| {
+        ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    };
     match &error {
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| refused(&c)) => {
             EventStoreError::Rejected(db.message().to_owned())
         }
         _ => EventStoreError::Database(error),
@@ -283,11 +290,12 @@ async fn write_in_transaction(
     let stored = load_stored(&mut tx, &event_ids).await?;
     let (_, versions) = read_head_and_versions(&mut *tx, &distinct_streams(batch)).await?;
     let BatchPlan { rows, outcomes, .. } = plan_batch(head, versions, stored, &intents(batch));
-    let not_written = RowArrays::new(batch, &rows).append(&mut *tx, head).await?;
-    debug_assert_eq!(
-        not_written, None,
-        "the head cannot move while we hold its lock"
-    );
+    if let Some(found) = RowArrays::new(batch, &rows).append(&mut *tx, head).await? {
+        // Cannot happen while we hold the head lock; never answer Ok for rows not written.
+        return Err(sqlx::Error::Protocol(format!(
+            "the event log head moved from {head} to {found} under its lock"
+        )));
+    }
     tx.commit().await?;
     Ok(outcomes)
 }
