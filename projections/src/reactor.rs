@@ -82,7 +82,7 @@ impl<R: Reactor> ReactorRunner<R> {
     }
 
     /// Follows the log live (woken by `NOTIFY`) until `shutdown` resolves; a batch, once
-    /// started, is finished first.
+    /// started, is finished first. Database failures are logged, counted and retried.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
@@ -95,7 +95,21 @@ impl<R: Reactor> ReactorRunner<R> {
                 _ = &mut shutdown => return Ok(()),
                 events = tail.next_batch() => events?,
             };
-            self.process(&events).await?;
+            // Database failures are waited out with backoff (only the waits give way to
+            // `shutdown`); the checkpoint does not move until the batch is done.
+            let mut attempt = 0;
+            while let Err(error) = self.process(&events).await {
+                attempt += 1;
+                let delay = self.retry.delay(attempt);
+                metrics::counter!("fleetlog_projection_errors_total", "projector" => self.reactor.name())
+                    .increment(1);
+                tracing::error!(reactor = self.reactor.name(), %error, retry_in_ms = delay.as_millis() as u64,
+                    "reaction batch failed");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
         }
     }
 

@@ -27,6 +27,9 @@ pub enum RebuildError {
     /// The schema name is not a plain lower-case identifier.
     #[error("invalid schema name {0:?}: use lower-case letters, digits and _ (at most 63)")]
     InvalidSchema(String),
+    /// Another rebuild of the same projector is running.
+    #[error("a rebuild of {0} is already running")]
+    AlreadyRunning(String),
     /// The target schema exists already (replays never overwrite).
     #[error("schema {0} already exists; drop it or choose another name")]
     SchemaExists(String),
@@ -161,6 +164,36 @@ pub struct RebuildReport {
 /// briefly waits for the live runner's current batch). The live runner goes on from the swapped
 /// checkpoint; the old tables are dropped.
 pub async fn rebuild<P: Projector>(
+    pool: &PgPool,
+    make: impl Fn() -> P,
+    batch_size: i64,
+    progress: Progress<'_>,
+) -> Result<RebuildReport, RebuildError> {
+    // One rebuild of a projector at a time: a session advisory lock, held on a connection of its
+    // own for the whole rebuild and released explicitly (a pooled session outlives the call).
+    let name = make().name();
+    let lock_key = format!("fleetlog_rebuild_{name}");
+    let mut lock = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+        .bind(&lock_key)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        return Err(RebuildError::AlreadyRunning(name.to_owned()));
+    }
+    let result = rebuild_locked(pool, make, batch_size, progress).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(&lock_key)
+        .execute(&mut *lock)
+        .await;
+    if unlocked.is_err() {
+        // The lock must not outlive us in the pool: close the session instead.
+        let _ = lock.close().await;
+    }
+    result
+}
+
+async fn rebuild_locked<P: Projector>(
     pool: &PgPool,
     make: impl Fn() -> P,
     batch_size: i64,

@@ -134,3 +134,32 @@ async fn a_replay_builds_the_read_model_as_of_a_point_into_its_own_schema(pool: 
     .await;
     assert!(matches!(bad, Err(RebuildError::InvalidSchema(_))));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_rebuild_of_the_same_projector_is_refused_while_one_runs(pool: PgPool) {
+    let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
+    append(&store, 5).await;
+    let mut running = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('fleetlog_rebuild_event_type_counts'))")
+        .execute(&mut *running)
+        .await
+        .unwrap();
+    let refused = rebuild(&pool, || EventTypeCounts, 7, &no_progress).await;
+    assert!(
+        matches!(refused, Err(RebuildError::AlreadyRunning(_))),
+        "{refused:?}"
+    );
+
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *running)
+        .await
+        .unwrap();
+    let report = rebuild(&pool, || EventTypeCounts, 7, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(report.swapped_at, 5);
+    let report = rebuild(&pool, || EventTypeCounts, 7, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(report.swapped_at, 5, "the lock is released after a rebuild");
+}
