@@ -67,24 +67,17 @@ impl PgEventStore {
         limit: i64,
         event_types: &[String],
     ) -> Result<Vec<RecordedEvent>> {
-        let rows = if event_types.is_empty() {
-            sqlx::query(&format!(
-                "{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"
-            ))
-            .bind(after_position)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
-        } else {
-            sqlx::query(&format!(
-                "{SELECT_EVENTS} WHERE position > $1 AND event_type = ANY($3) ORDER BY position LIMIT $2"
-            ))
-            .bind(after_position)
-            .bind(limit)
-            .bind(event_types)
-            .fetch_all(&self.pool)
-            .await?
-        };
+        if event_types.is_empty() {
+            return read_all_on(&self.pool, after_position, limit).await;
+        }
+        let rows = sqlx::query(&format!(
+            "{SELECT_EVENTS} WHERE position > $1 AND event_type = ANY($3) ORDER BY position LIMIT $2"
+        ))
+        .bind(after_position)
+        .bind(limit)
+        .bind(event_types)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(recorded_event_from_row).collect()
     }
 }
@@ -135,9 +128,10 @@ impl EventStore for PgEventStore {
     }
 }
 
-/// Up to `limit` events after `after_position`, read on `conn` (inside its transaction, if any).
-pub async fn read_all_on(
-    conn: &mut sqlx::PgConnection,
+/// Up to `limit` events after `after_position`, read through `executor` (a pool, or a
+/// connection inside its transaction).
+pub async fn read_all_on<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
     after_position: i64,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>> {
@@ -146,7 +140,7 @@ pub async fn read_all_on(
     ))
     .bind(after_position)
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(executor)
     .await?;
     rows.iter().map(recorded_event_from_row).collect()
 }
