@@ -102,6 +102,8 @@ macro_rules! catalogue {
 
 catalogue! {
     TenantCreated,
+    TenantTokenIssued,
+    TenantTokenRevoked,
     AlertRulesConfigured,
     LivenessPolicySet,
     SystemRegistered,

@@ -22,6 +22,34 @@ impl DomainEvent for TenantCreated {
     const SCHEMA_VERSION: u32 = 1;
 }
 
+/// The administrator issued an API token to the tenant. The token is shown once; only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TenantTokenIssued {
+    /// The token's id (to revoke it by).
+    pub token_id: Uuid,
+    /// What the token is for, e.g. `provisioning`.
+    pub name: String,
+    /// Hex SHA-256 of the token. Tokens are 256 random bits, so a fast hash is enough.
+    pub token_hash: String,
+}
+
+impl DomainEvent for TenantTokenIssued {
+    const EVENT_TYPE: &'static str = "TenantTokenIssued";
+    const SCHEMA_VERSION: u32 = 1;
+}
+
+/// A tenant API token stopped working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TenantTokenRevoked {
+    /// The token's id.
+    pub token_id: Uuid,
+}
+
+impl DomainEvent for TenantTokenRevoked {
+    const EVENT_TYPE: &'static str = "TenantTokenRevoked";
+    const SCHEMA_VERSION: u32 = 1;
+}
+
 /// One rule that groups alerts under a parent alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertGroupingRule {

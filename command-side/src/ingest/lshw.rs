@@ -1,0 +1,1 @@
+//! Hardware observations from the output of `lshw -json`.

@@ -1,0 +1,1 @@
+//! Gateway telemetry from NATS JetStream, stored verbatim and acknowledged only once durable.
