@@ -38,3 +38,8 @@ CREATE TABLE registry_systems (
 );
 
 CREATE INDEX registry_systems_tenant ON registry_systems (tenant_id, kind, system_id);
+
+-- Inventory dedup compares a report with the system's latest one: this finds it without walking
+-- back through the system's heartbeats. Partial, so other appends pay nothing for it.
+CREATE INDEX events_inventory_reports ON events (stream_id, stream_version)
+    WHERE event_type IN ('InventoryReported', 'InventoryUnchanged');

@@ -127,6 +127,75 @@ pub struct ProjectConfig {
     pub metrics_address: Option<String>,
 }
 
+/// What ingest clients may send, and how their credentials are checked.
+#[derive(Debug, Clone, Args)]
+pub struct IngestConfig {
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, env = "API_MAX_REQUEST_SIZE", default_value_t = 10 * 1024 * 1024)]
+    pub api_max_request_size: usize,
+
+    /// How far ahead of the server's clock a report's timestamp may be (seconds).
+    #[arg(long, env = "MAX_CLOCK_SKEW_S", default_value_t = 300)]
+    pub max_clock_skew_s: u64,
+
+    /// How long a verified system key and secret are remembered before argon2 runs again
+    /// (seconds). Rotation, pause, resume and decommission end it at once.
+    #[arg(long, env = "AUTH_CACHE_TTL_S", default_value_t = 300)]
+    pub auth_cache_ttl_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            api_max_request_size: 10 * 1024 * 1024,
+            max_clock_skew_s: 300,
+            auth_cache_ttl_s: 300,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// As the write API takes it.
+    pub fn limits(&self) -> command_side::http::IngestLimits {
+        command_side::http::IngestLimits {
+            max_request_bytes: self.api_max_request_size.max(1),
+            max_clock_skew: Duration::from_secs(self.max_clock_skew_s),
+        }
+    }
+}
+
+/// NATS JetStream intake of gateway telemetry (off unless NATS_URL is set).
+#[derive(Debug, Clone, Args)]
+pub struct NatsConfig {
+    /// NATS server URL, e.g. `nats://127.0.0.1:4222`; the intake runs only when it is set.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// JetStream stream that holds telemetry (created if missing).
+    #[arg(
+        long,
+        env = "NATS_TELEMETRY_STREAM",
+        default_value = "FLEETLOG_TELEMETRY"
+    )]
+    pub nats_telemetry_stream: String,
+
+    /// Subject prefix: messages arrive on `{prefix}.{tenant id}.{gateway key}`.
+    #[arg(
+        long,
+        env = "NATS_TELEMETRY_SUBJECT_PREFIX",
+        default_value = "telemetry.data"
+    )]
+    pub nats_telemetry_subject_prefix: String,
+
+    /// Name of the durable pull consumer.
+    #[arg(
+        long,
+        env = "NATS_TELEMETRY_CONSUMER",
+        default_value = "fleetlog-telemetry"
+    )]
+    pub nats_telemetry_consumer: String,
+}
+
 /// The HTTP server.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -150,4 +219,12 @@ pub struct ServeConfig {
     /// Projection settings.
     #[command(flatten)]
     pub projection: ProjectionConfig,
+
+    /// Ingest settings.
+    #[command(flatten)]
+    pub ingest: IngestConfig,
+
+    /// JetStream intake settings.
+    #[command(flatten)]
+    pub nats: NatsConfig,
 }

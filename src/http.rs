@@ -8,11 +8,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use command_side::auth::SystemAuthenticator;
 use command_side::event_store::PgEventStore;
+use command_side::http::CommandState;
+use command_side::registry::RegistrySync;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use projections::ProjectionRunner;
 use serde_json::json;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
+
+use crate::config::IngestConfig;
 
 /// What the server-level routes need.
 #[derive(Clone)]
@@ -21,16 +29,41 @@ pub struct ServerState {
     metrics: Option<PrometheusHandle>,
 }
 
-/// The whole HTTP API. `metrics` is `None` where no recorder is installed (tests).
+/// The whole HTTP API with default ingest settings. `metrics` is `None` where no recorder is
+/// installed (tests).
 pub fn app(
     store: PgEventStore,
     admin_token: Arc<str>,
     metrics: Option<PrometheusHandle>,
 ) -> Router {
+    app_with(store, admin_token, metrics, &IngestConfig::default())
+}
+
+/// The whole HTTP API: the write side, the read side, health, readiness, metrics and the
+/// OpenAPI description. Starts the task that forgets cached credentials when they change.
+pub fn app_with(
+    store: PgEventStore,
+    admin_token: Arc<str>,
+    metrics: Option<PrometheusHandle>,
+    ingest: &IngestConfig,
+) -> Router {
     let server = ServerState {
         pool: store.pool().clone(),
         metrics,
     };
+    let systems = Arc::new(SystemAuthenticator::new(
+        store.pool().clone(),
+        Duration::from_secs(ingest.auth_cache_ttl_s),
+    ));
+    tokio::spawn(systems.clone().follow_changes());
+    let (write_api, openapi) = command_side::http::router(CommandState {
+        store: store.clone(),
+        admin_token: admin_token.clone(),
+        systems,
+        registry: Arc::new(RegistryCatchUp(store.clone())),
+        limits: ingest.limits(),
+    });
+    let openapi = Arc::new(openapi_document(openapi));
     let projectors = Arc::new(crate::projectors::Registry(store.clone()));
     let read_api = query_side::router(query_side::AppState {
         events: store,
@@ -42,10 +75,50 @@ pub fn app(
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(server)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .merge(write_api)
         .merge(read_api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
+}
+
+/// The OpenAPI document of the whole API, as served at `/openapi.json` and committed as
+/// `docs/openapi.json`.
+pub fn openapi_document(write_api: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut document = serde_json::to_value(write_api).expect("OpenAPI serializes to JSON");
+    document["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+    document
+}
+
+/// The OpenAPI document without a server (for `fleetlog openapi export|check`).
+pub fn openapi() -> serde_json::Value {
+    openapi_document(command_side::http::openapi())
+}
+
+/// Makes registry commands read-your-writes: catches the registry projector up to the command's
+/// event, on its own task so a client that disconnects cannot cancel it mid-transaction.
+struct RegistryCatchUp(PgEventStore);
+
+impl RegistrySync for RegistryCatchUp {
+    fn caught_up(&self, position: i64) -> BoxFuture<'_, Result<(), String>> {
+        let store = self.0.clone();
+        async move {
+            let runner = ProjectionRunner::new(store, projections::Registry, 1000);
+            tokio::spawn(async move { runner.catch_up(Some(position)).await })
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
 }
 
 /// Health, readiness and metrics only: what a process without the API (`fleetlog project`) serves.

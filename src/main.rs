@@ -75,6 +75,25 @@ enum Command {
     /// The JSON Schemas of the event catalogue.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// The OpenAPI description of the HTTP API.
+    #[command(subcommand)]
+    Openapi(OpenapiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OpenapiCommand {
+    /// Write the OpenAPI document.
+    Export {
+        /// Target file.
+        #[arg(long, default_value = "docs/openapi.json")]
+        out: PathBuf,
+    },
+    /// Exit non-zero when the file differs from what the code describes.
+    Check {
+        /// File to check.
+        #[arg(long, default_value = "docs/openapi.json")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +135,8 @@ enum BenchCommand {
     Append(AppendBench),
     /// Projection replay throughput against a raw keyset read of the same rows.
     Replay(ReplayBench),
+    /// Ingest throughput and latency over HTTP against raw COPY of the same rows.
+    Ingest(fleetlog::bench::ingest::IngestBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,12 +237,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Append(options)) => {
             fleetlog::bench::append::run(options).await
         }
+        Command::Bench(BenchCommand::Ingest(options)) => {
+            fleetlog::bench::ingest::run(options).await
+        }
         Command::Bench(BenchCommand::Replay(options)) => {
             fleetlog::bench::replay::run(options).await
         }
         Command::Schemas(SchemasCommand::Export { out }) => {
             let written = schemas::export(&out)?;
             eprintln!("wrote {written} schemas to {}", out.display());
+            Ok(())
+        }
+        Command::Openapi(OpenapiCommand::Export { out }) => {
+            schemas::export_openapi(&out)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Openapi(OpenapiCommand::Check { file }) => {
+            anyhow::ensure!(
+                schemas::openapi_is_current(&file)?,
+                "{} is stale; run `fleetlog openapi export`",
+                file.display()
+            );
             Ok(())
         }
         Command::Schemas(SchemasCommand::Check { dir }) => {

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::serve::Stop;
 
 /// Names of every projector.
-pub const NAMES: &[&str] = &["event_type_counts"];
+pub const NAMES: &[&str] = &["event_type_counts", "registry"];
 
 /// Evaluates `$body` with `$make` bound to a constructor of the projector named `$name`:
 /// `Some(result)`, or `None` for an unknown name. The one place a name becomes a type.
@@ -22,6 +22,10 @@ macro_rules! with_projector {
         match $name {
             "event_type_counts" => {
                 let $make = || EventTypeCounts;
+                Some($body)
+            }
+            "registry" => {
+                let $make = || projections::Registry;
                 Some($body)
             }
             _ => None,
@@ -53,9 +57,23 @@ pub async fn replay(
     with_projector!(projector, make => rebuild::replay_into_schema(pool, make, schema, until, batch_size, progress).await)
 }
 
-/// Supervises every projector (each partition under its own lease) until `stop` is requested.
+/// Supervises every projector (each partition under its own lease), all concurrently, until
+/// `stop` is requested.
 pub async fn run_all(store: PgEventStore, options: WorkerOptions, stop: &Stop) {
-    supervise_all(store, || EventTypeCounts, options, || stop.requested()).await;
+    futures::join!(
+        supervise_all(
+            store.clone(),
+            || EventTypeCounts,
+            options.clone(),
+            || stop.requested()
+        ),
+        supervise_all(
+            store,
+            || projections::Registry,
+            options,
+            || stop.requested()
+        ),
+    );
 }
 
 /// Retries a parked event of a projector, named by its checkpoint key (`name` or

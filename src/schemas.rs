@@ -60,3 +60,21 @@ pub fn stale_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     }
     Ok(stale)
 }
+
+/// The OpenAPI document as committed in `docs/openapi.json` (pretty JSON, trailing newline).
+pub fn rendered_openapi() -> String {
+    serde_json::to_string_pretty(&crate::http::openapi()).expect("OpenAPI serializes") + "\n"
+}
+
+/// Writes the OpenAPI document to `path`.
+pub fn export_openapi(path: &Path) -> anyhow::Result<()> {
+    std::fs::write(path, rendered_openapi())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether `path` holds exactly the OpenAPI document the code describes.
+pub fn openapi_is_current(path: &Path) -> anyhow::Result<bool> {
+    let committed =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(committed == rendered_openapi())
+}

@@ -8,7 +8,9 @@ use command_side::event_store::PgEventStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
-use crate::config::{ProjectConfig, ServeConfig};
+use command_side::intake::jetstream::{self, IntakeError, JetStreamIntakeConfig};
+
+use crate::config::{NatsConfig, ProjectConfig, ServeConfig};
 use crate::{database, http, projectors};
 
 /// `fleetlog serve`: migrates, then serves HTTP and runs every projector (under leases, so
@@ -33,15 +35,55 @@ pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Resu
     let stop = Stop::on_signal();
     let server = axum::serve(
         listener,
-        http::app(store.clone(), admin_token, Some(metrics)),
+        http::app_with(store.clone(), admin_token, Some(metrics), &config.ingest),
     )
     .with_graceful_shutdown(stop.requested());
+    let intake = jetstream_intake(&config.nats, store.clone(), &stop);
     let projectors = projectors::run_all(store, config.projection.worker_options(), &stop);
-    let (served, ()) = tokio::join!(server, projectors);
+    let (served, (), intake) = tokio::join!(server, projectors, intake);
     served.context("HTTP server failed")?;
+    intake.context("JetStream intake failed")?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the JetStream telemetry intake until `stop`, when NATS_URL is set.
+async fn jetstream_intake(
+    config: &NatsConfig,
+    store: PgEventStore,
+    stop: &Stop,
+) -> Result<(), IntakeError> {
+    let Some(url) = &config.nats_url else {
+        return Ok(());
+    };
+    let mut intake = JetStreamIntakeConfig::new(url.clone());
+    intake.stream_name = config.nats_telemetry_stream.clone();
+    intake.subject_prefix = config.nats_telemetry_subject_prefix.clone();
+    intake.consumer_name = config.nats_telemetry_consumer.clone();
+    tracing::info!(stream = %intake.stream_name, subjects = %intake.subject_filter(), "JetStream telemetry intake on");
+    let pool = store.pool().clone();
+    // NATS may come up after Fleetlog: keep trying to start, without holding the rest back.
+    loop {
+        let run = jetstream::run(
+            intake.clone(),
+            store.clone(),
+            pool.clone(),
+            stop.requested(),
+        );
+        match run.await {
+            Ok(()) => return Ok(()),
+            Err(error @ IntakeError::InvalidConfig(_)) => return Err(error),
+            Err(error) => {
+                metrics::counter!("fleetlog_jetstream_errors_total").increment(1);
+                tracing::error!(%error, "JetStream intake could not start; retrying in 10 s");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            () = stop.requested() => return Ok(()),
+        }
+    }
 }
 
 /// `fleetlog project`: runs every projector until Ctrl-C or SIGTERM, with `/metrics` on
@@ -77,6 +119,12 @@ pub async fn project(config: ProjectConfig, metrics: PrometheusHandle) -> anyhow
 pub struct Stop(watch::Receiver<bool>);
 
 impl Stop {
+    /// A stop requested by sending `true` on the returned sender (benches, tests).
+    pub fn manual() -> (watch::Sender<bool>, Self) {
+        let (request, requested) = watch::channel(false);
+        (request, Self(requested))
+    }
+
     /// Requested on Ctrl-C or SIGTERM.
     pub fn on_signal() -> Self {
         let (request, requested) = watch::channel(false);

@@ -21,3 +21,12 @@ fn every_catalogue_event_has_a_schema_file_named_by_type_and_version() {
     assert_eq!(names.len(), events_schema::EVENT_TYPES.len());
     assert!(names.contains(&"SystemRegistered.v2.json".to_owned()));
 }
+
+#[test]
+fn committed_openapi_matches_the_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    assert!(
+        fleetlog::schemas::openapi_is_current(&path).unwrap(),
+        "docs/openapi.json is stale; run `cargo run -- openapi export`"
+    );
+}

@@ -14,6 +14,8 @@
 //! - [`worker`]: [`supervise`](worker::supervise): run a projector while holding its lease.
 //! - [`status`]: position, lag, parked count and lease holder of every projector.
 //! - [`event_type_counts`]: the simplest read model, events per tenant and type.
+//! - [`registry`]: tenants, their API tokens, systems and gateways with credentials and status:
+//!   what the ingest side authenticates against.
 //! - [`testing`]: the determinism helper: live with restarts == rebuilt from 0, row for row.
 
 pub mod checkpoint;
@@ -22,6 +24,7 @@ pub mod lease;
 pub mod projector;
 pub mod reactor;
 pub mod rebuild;
+pub mod registry;
 pub mod runtime;
 pub mod status;
 pub mod testing;
@@ -29,4 +32,5 @@ pub mod worker;
 
 pub use event_type_counts::EventTypeCounts;
 pub use projector::{FoldError, Projector};
+pub use registry::Registry;
 pub use runtime::{ParkedRetry, ProjectionRunner, RetryPolicy, RuntimeError};

@@ -209,7 +209,7 @@ async fn run_appenders(
 
 /// The baseline: the rows just appended, exported with `COPY TO` (not timed), then loaded with one
 /// `COPY FROM` in one transaction (timed) into a table with the same columns and indexes.
-async fn copy_baseline(pool: &PgPool, rows: usize) -> anyhow::Result<Duration> {
+pub(crate) async fn copy_baseline(pool: &PgPool, rows: usize) -> anyhow::Result<Duration> {
     const COLUMNS: &str = "position, event_id, stream_id, stream_version, event_type, \
                            schema_version, tenant_id, payload, data, metadata, occurred_at, recorded_at";
     sqlx::query("CREATE TABLE bench_copy_baseline (LIKE events INCLUDING ALL)")
@@ -248,7 +248,7 @@ async fn copy_baseline(pool: &PgPool, rows: usize) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
-fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

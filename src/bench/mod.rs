@@ -4,6 +4,8 @@
 //! summary to stderr, and with `--json` prints one JSON object as the last line of stdout.
 
 pub mod append;
+pub mod ingest;
+pub mod inventory;
 pub mod replay;
 
 use anyhow::Context;

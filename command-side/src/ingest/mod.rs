@@ -1,7 +1,12 @@
-//! What ingest clients send, parsed and checked before it becomes events.
+//! What ingest clients send, checked and turned into events.
 //!
+//! - [`api`]: the ingest endpoints (heartbeat, inventory, hardware observations, telemetry,
+//!   metrics, alert events).
 //! - [`canonical`]: the SHA-256 of an inventory document's canonical form.
 //! - [`lshw`]: the components with serial numbers in the output of `lshw -json`.
 
+pub mod api;
 pub mod canonical;
 pub mod lshw;
+
+pub use api::routes;

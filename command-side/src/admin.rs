@@ -1,0 +1,650 @@
+//! Tenants, their API tokens, and the systems and gateways of a tenant: every change an event.
+//!
+//! The administrator (ADMIN_TOKEN) creates tenants and issues them tokens; a tenant token
+//! registers systems and gateways, rotates their credentials, pauses, resumes and decommissions
+//! them. Each command appends its event, waits until the registry read model has folded it (so
+//! a new key or token works at once), and, for systems, announces the change so every process
+//! forgets cached verifications.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use events_schema::{
+    CredentialsRotated, DomainEvent, Metadata, NewEvent, StreamId, SystemDecommissioned,
+    SystemKind, SystemPaused, SystemRegistered, SystemResumed, TenantCreated, TenantId,
+    TenantTokenIssued, TenantTokenRevoked,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::credentials::{self, SystemKey};
+use crate::error::{CommandError, Result};
+use crate::event_store::{AppendOutcome, EventStore, EventStoreError, ExpectedVersion};
+use crate::extract::{Path, Query};
+use crate::http::{AdminCaller, CommandState, JsonBody, MaybeJson, TenantCaller};
+use crate::registry::{self, SystemRecord, SystemStatus, TenantRecord};
+
+/// The routes of this module.
+pub fn routes() -> OpenApiRouter<CommandState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(issue_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(register_system, list_systems))
+        .routes(routes!(get_system))
+        .routes(routes!(rotate_credentials))
+        .routes(routes!(pause_system))
+        .routes(routes!(resume_system))
+        .routes(routes!(decommission_system))
+}
+
+/// Longest name of a tenant, token or system.
+const MAX_NAME_LEN: usize = 200;
+
+fn checked_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(CommandError::InvalidBody(format!(
+            "name must be 1 to {MAX_NAME_LEN} printable characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+fn admin_metadata() -> Metadata {
+    Metadata {
+        source: Some("admin-api".into()),
+        ..Metadata::default()
+    }
+}
+
+/// Appends one event and waits until the registry has folded it.
+async fn append_registry_event<E: DomainEvent>(
+    state: &CommandState,
+    tenant: TenantId,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    event: &E,
+) -> Result<AppendOutcome, EventStoreError> {
+    let event = NewEvent::new(tenant, event, Utc::now()).with_metadata(admin_metadata());
+    let outcome = state.store.append(stream, expected, vec![event]).await?;
+    Ok(outcome)
+}
+
+async fn committed<E: DomainEvent>(
+    state: &CommandState,
+    tenant: TenantId,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    event: &E,
+) -> Result<i64> {
+    let outcome = append_registry_event(state, tenant, stream, expected, event).await?;
+    let position = outcome.events.last().map_or(0, |e| e.position);
+    state.registry_caught_up(position).await?;
+    Ok(position)
+}
+
+/// A new tenant.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateTenant {
+    /// Unique name.
+    pub name: String,
+}
+
+/// A tenant was created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantCreatedResponse {
+    /// The new tenant's id.
+    #[schema(value_type = Uuid)]
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub name: String,
+    /// Position of the TenantCreated event.
+    pub position: i64,
+}
+
+/// Creates a tenant.
+#[utoipa::path(post, path = "/api/admin/tenants", tag = "admin", security(("admin" = [])),
+    request_body = CreateTenant,
+    responses((status = 201, body = TenantCreatedResponse), (status = 409, body = crate::error::ErrorBody)))]
+async fn create_tenant(
+    _: AdminCaller,
+    State(state): State<CommandState>,
+    JsonBody(body): JsonBody<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantCreatedResponse>)> {
+    let name = checked_name(&body.name)?;
+    if registry::tenant_name_taken(state.pool(), &name).await? {
+        return Err(CommandError::conflict(
+            "tenant_exists",
+            format!("a tenant named {name:?} exists"),
+        ));
+    }
+    let tenant_id = TenantId::new();
+    let event = TenantCreated {
+        tenant_id,
+        name: name.clone(),
+    };
+    let position = committed(
+        &state,
+        tenant_id,
+        &StreamId::tenant(tenant_id),
+        ExpectedVersion::NoStream,
+        &event,
+    )
+    .await?;
+    tracing::info!(%tenant_id, %name, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreatedResponse {
+            tenant_id,
+            name,
+            position,
+        }),
+    ))
+}
+
+/// Every tenant.
+#[utoipa::path(get, path = "/api/admin/tenants", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = Vec<TenantRecord>)))]
+async fn list_tenants(
+    _: AdminCaller,
+    State(state): State<CommandState>,
+) -> Result<Json<Vec<TenantRecord>>> {
+    Ok(Json(registry::tenants(state.pool()).await?))
+}
+
+/// A token to issue.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IssueToken {
+    /// What the token is for.
+    pub name: String,
+}
+
+/// A token was issued; the token itself is in this answer only.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenIssuedResponse {
+    /// The token's id (to revoke it by).
+    pub token_id: Uuid,
+    /// The token: send it as `Authorization: Bearer <token>`. Shown once.
+    pub token: String,
+    /// The tenant it acts for.
+    #[schema(value_type = Uuid)]
+    pub tenant_id: TenantId,
+    /// What it is for.
+    pub name: String,
+}
+
+/// Issues an API token to a tenant.
+#[utoipa::path(post, path = "/api/admin/tenants/{tenant_id}/tokens", tag = "admin", security(("admin" = [])),
+    params(("tenant_id" = Uuid, Path)), request_body = IssueToken,
+    responses((status = 201, body = TokenIssuedResponse), (status = 404, body = crate::error::ErrorBody)))]
+async fn issue_token(
+    _: AdminCaller,
+    State(state): State<CommandState>,
+    Path(tenant_id): Path<Uuid>,
+    JsonBody(body): JsonBody<IssueToken>,
+) -> Result<(StatusCode, Json<TokenIssuedResponse>)> {
+    let tenant_id = TenantId(tenant_id);
+    let name = checked_name(&body.name)?;
+    registry::tenant(state.pool(), tenant_id)
+        .await?
+        .ok_or_else(|| CommandError::NotFound(format!("no tenant {tenant_id}")))?;
+    let token = credentials::generate_token();
+    let token_id = Uuid::now_v7();
+    let event = TenantTokenIssued {
+        token_id,
+        name: name.clone(),
+        token_hash: credentials::token_hash(&token),
+    };
+    committed(
+        &state,
+        tenant_id,
+        &StreamId::tenant(tenant_id),
+        ExpectedVersion::Any,
+        &event,
+    )
+    .await?;
+    tracing::info!(%tenant_id, %token_id, "tenant token issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenIssuedResponse {
+            token_id,
+            token,
+            tenant_id,
+            name,
+        }),
+    ))
+}
+
+/// Revokes a tenant API token.
+#[utoipa::path(delete, path = "/api/admin/tenants/{tenant_id}/tokens/{token_id}", tag = "admin", security(("admin" = [])),
+    params(("tenant_id" = Uuid, Path), ("token_id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+async fn revoke_token(
+    _: AdminCaller,
+    State(state): State<CommandState>,
+    Path((tenant_id, token_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode> {
+    let tenant_id = TenantId(tenant_id);
+    if registry::token_tenant(state.pool(), token_id).await? != Some(tenant_id) {
+        return Err(CommandError::NotFound(format!(
+            "no token {token_id} of tenant {tenant_id}"
+        )));
+    }
+    committed(
+        &state,
+        tenant_id,
+        &StreamId::tenant(tenant_id),
+        ExpectedVersion::Any,
+        &TenantTokenRevoked { token_id },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Server or gateway, on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A server with an agent (heartbeats, inventory).
+    #[default]
+    System,
+    /// An IoT gateway (telemetry).
+    Gateway,
+}
+
+impl From<Kind> for SystemKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::System => Self::System,
+            Kind::Gateway => Self::Gateway,
+        }
+    }
+}
+
+impl From<SystemKind> for Kind {
+    fn from(kind: SystemKind) -> Self {
+        match kind {
+            SystemKind::System => Self::System,
+            SystemKind::Gateway => Self::Gateway,
+        }
+    }
+}
+
+/// A system or gateway to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSystem {
+    /// Human-readable name.
+    pub name: String,
+    /// `system` (default) or `gateway`.
+    #[serde(default)]
+    pub kind: Kind,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Credentials of a system: the secret is in this answer only.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialsResponse {
+    /// The system's id.
+    pub system_id: Uuid,
+    /// Its key: the user part of HTTP Basic.
+    pub system_key: String,
+    /// Its secret: the password part of HTTP Basic. Shown once; only its argon2id hash is kept.
+    pub secret: String,
+    /// Server or gateway.
+    pub kind: Kind,
+    /// Position of the event that set these credentials.
+    pub position: i64,
+}
+
+/// A system as the registry knows it (never its secret or hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemView {
+    /// Its id.
+    pub system_id: Uuid,
+    /// Its key.
+    pub system_key: String,
+    /// Server or gateway.
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Active, paused or decommissioned.
+    pub status: SystemStatus,
+    /// 1 at registration, +1 per rotation.
+    pub credentials_version: i32,
+    /// When it was registered.
+    pub registered_at: DateTime<Utc>,
+    /// When its credentials or status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<SystemRecord> for SystemView {
+    fn from(r: SystemRecord) -> Self {
+        Self {
+            system_id: r.system_id,
+            system_key: r.system_key,
+            kind: r.kind.into(),
+            name: r.name,
+            labels: r.labels,
+            status: r.status,
+            credentials_version: r.credentials_version,
+            registered_at: r.registered_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+fn system_stream(kind: SystemKind, system_id: Uuid) -> StreamId {
+    match kind {
+        SystemKind::System => StreamId::system(system_id),
+        SystemKind::Gateway => StreamId::gateway(system_id),
+    }
+}
+
+/// Registers a system or gateway and returns its credentials.
+#[utoipa::path(post, path = "/api/systems", tag = "systems", security(("tenant" = [])),
+    request_body = RegisterSystem,
+    responses((status = 201, body = CredentialsResponse), (status = 422, body = crate::error::ErrorBody)))]
+async fn register_system(
+    caller: TenantCaller,
+    State(state): State<CommandState>,
+    JsonBody(body): JsonBody<RegisterSystem>,
+) -> Result<(StatusCode, Json<CredentialsResponse>)> {
+    let name = checked_name(&body.name)?;
+    if body.labels.len() > 64
+        || body
+            .labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 100 || v.len() > 500)
+    {
+        return Err(CommandError::InvalidBody(
+            "at most 64 labels, keys 1-100 and values up to 500 characters".into(),
+        ));
+    }
+    let secret = credentials::generate_secret();
+    let secret_hash = {
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || credentials::hash_secret(&secret))
+            .await
+            .map_err(CommandError::internal)?
+    };
+    let kind = SystemKind::from(body.kind);
+    // The id derives from the key, so a (vanishingly rare) key collision shows up as an existing
+    // stream: draw another key.
+    for _ in 0..3 {
+        let key = SystemKey::generate();
+        let system_id = key.system_id();
+        let event = SystemRegistered {
+            system_id,
+            system_key: key.to_string(),
+            name: name.clone(),
+            kind,
+            secret_hash: secret_hash.clone(),
+            labels: body.labels.clone(),
+        };
+        let stream = system_stream(kind, system_id);
+        match committed(
+            &state,
+            caller.tenant_id,
+            &stream,
+            ExpectedVersion::NoStream,
+            &event,
+        )
+        .await
+        {
+            Ok(position) => {
+                metrics::counter!("fleetlog_systems_registered_total").increment(1);
+                tracing::info!(tenant_id = %caller.tenant_id, %system_id, system_key = %key, "system registered");
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(CredentialsResponse {
+                        system_id,
+                        system_key: key.to_string(),
+                        secret,
+                        kind: body.kind,
+                        position,
+                    }),
+                ));
+            }
+            Err(CommandError::Conflict {
+                code: "wrong_expected_version",
+                ..
+            }) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+    Err(CommandError::internal(std::io::Error::other(
+        "could not draw an unused system key",
+    )))
+}
+
+/// Paging of the system list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SystemPage {
+    /// Only systems with an id after this one (the previous page's `next`).
+    pub after: Option<Uuid>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// A page of systems.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemList {
+    /// The systems, by id.
+    pub systems: Vec<SystemView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<Uuid>,
+}
+
+/// The tenant's systems and gateways, by id.
+#[utoipa::path(get, path = "/api/systems", tag = "systems", security(("tenant" = [])),
+    params(SystemPage), responses((status = 200, body = SystemList)))]
+async fn list_systems(
+    caller: TenantCaller,
+    State(state): State<CommandState>,
+    Query(page): Query<SystemPage>,
+) -> Result<Json<SystemList>> {
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(CommandError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let systems =
+        registry::systems_of_tenant(state.pool(), caller.tenant_id, page.after, limit).await?;
+    let next = (systems.len() as i64 == limit)
+        .then(|| systems.last().map(|s| s.system_id))
+        .flatten();
+    Ok(Json(SystemList {
+        systems: systems.into_iter().map(SystemView::from).collect(),
+        next,
+    }))
+}
+
+async fn own_system(
+    state: &CommandState,
+    caller: &TenantCaller,
+    system_id: Uuid,
+) -> Result<SystemRecord> {
+    registry::system_of_tenant(state.pool(), caller.tenant_id, system_id)
+        .await?
+        .ok_or_else(|| CommandError::NotFound(format!("no system {system_id} in this tenant")))
+}
+
+/// One system or gateway of the tenant.
+#[utoipa::path(get, path = "/api/systems/{system_id}", tag = "systems", security(("tenant" = [])),
+    params(("system_id" = Uuid, Path)), responses((status = 200, body = SystemView), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_system(
+    caller: TenantCaller,
+    State(state): State<CommandState>,
+    Path(system_id): Path<Uuid>,
+) -> Result<Json<SystemView>> {
+    Ok(Json(own_system(&state, &caller, system_id).await?.into()))
+}
+
+/// Appends a change of a system, waits for the registry, and makes every process forget its
+/// cached verifications.
+async fn change_system<E: DomainEvent>(
+    state: &CommandState,
+    system: &SystemRecord,
+    event: &E,
+) -> Result<i64> {
+    let stream = system_stream(system.kind, system.system_id);
+    let position = committed(
+        state,
+        system.tenant_id,
+        &stream,
+        ExpectedVersion::Any,
+        event,
+    )
+    .await?;
+    state.systems.forget(&system.system_key);
+    registry::announce_change(state.pool(), &system.system_key).await?;
+    Ok(position)
+}
+
+fn refuse_if_decommissioned(system: &SystemRecord) -> Result<()> {
+    if system.status == SystemStatus::Decommissioned {
+        return Err(CommandError::conflict(
+            "system_decommissioned",
+            "the system is decommissioned",
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces a system's secret; the old one stops working at once.
+#[utoipa::path(post, path = "/api/systems/{system_id}/credentials", tag = "systems", security(("tenant" = [])),
+    params(("system_id" = Uuid, Path)),
+    responses((status = 201, body = CredentialsResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+async fn rotate_credentials(
+    caller: TenantCaller,
+    State(state): State<CommandState>,
+    Path(system_id): Path<Uuid>,
+) -> Result<(StatusCode, Json<CredentialsResponse>)> {
+    let system = own_system(&state, &caller, system_id).await?;
+    refuse_if_decommissioned(&system)?;
+    let secret = credentials::generate_secret();
+    let secret_hash = {
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || credentials::hash_secret(&secret))
+            .await
+            .map_err(CommandError::internal)?
+    };
+    let event = CredentialsRotated {
+        system_key: system.system_key.clone(),
+        secret_hash,
+    };
+    let position = change_system(&state, &system, &event).await?;
+    tracing::info!(%system_id, "credentials rotated");
+    Ok((
+        StatusCode::CREATED,
+        Json(CredentialsResponse {
+            system_id,
+            system_key: system.system_key,
+            secret,
+            kind: system.kind.into(),
+            position,
+        }),
+    ))
+}
+
+/// Why a system is paused or decommissioned, for the audit trail.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// Free text.
+    pub reason: Option<String>,
+}
+
+/// A system's status after a command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    /// The system.
+    pub system_id: Uuid,
+    /// Its status now.
+    pub status: SystemStatus,
+    /// Whether this command changed anything (false when it already was in that status).
+    pub changed: bool,
+}
+
+/// Refuses the system's reports until it is resumed; it raises no liveness alerts meanwhile.
+#[utoipa::path(post, path = "/api/systems/{system_id}/pause", tag = "systems", security(("tenant" = [])),
+    params(("system_id" = Uuid, Path)), request_body(content = Option<Reason>),
+    responses((status = 200, body = StatusResponse), (status = 409, body = crate::error::ErrorBody)))]
+async fn pause_system(
+    caller: TenantCaller,
+    State(state): State<CommandState>,
+    Path(system_id): Path<Uuid>,
+    MaybeJson(body): MaybeJson<Reason>,
+) -> Result<Json<StatusResponse>> {
+    let system = own_system(&state, &caller, system_id).await?;
+    refuse_if_decommissioned(&system)?;
+    let changed = system.status != SystemStatus::Paused;
+    if changed {
+        let reason = body.and_then(|b| b.reason);
+        change_system(&state, &system, &SystemPaused { reason }).await?;
+    }
+    Ok(Json(StatusResponse {
+        system_id,
+        status: SystemStatus::Paused,
+        changed,
+    }))
+}
+
+/// Accepts a paused system's reports again.
+#[utoipa::path(post, path = "/api/systems/{system_id}/resume", tag = "systems", security(("tenant" = [])),
+    params(("system_id" = Uuid, Path)),
+    responses((status = 200, body = StatusResponse), (status = 409, body = crate::error::ErrorBody)))]
+async fn resume_system(
+    caller: TenantCaller,
+    State(state): State<CommandState>,
+    Path(system_id): Path<Uuid>,
+) -> Result<Json<StatusResponse>> {
+    let system = own_system(&state, &caller, system_id).await?;
+    refuse_if_decommissioned(&system)?;
+    let changed = system.status != SystemStatus::Active;
+    if changed {
+        change_system(&state, &system, &SystemResumed {}).await?;
+    }
+    Ok(Json(StatusResponse {
+        system_id,
+        status: SystemStatus::Active,
+        changed,
+    }))
+}
+
+/// Retires a system for good: its credentials stop working; its history stays.
+#[utoipa::path(post, path = "/api/systems/{system_id}/decommission", tag = "systems", security(("tenant" = [])),
+    params(("system_id" = Uuid, Path)), request_body(content = Option<Reason>),
+    responses((status = 200, body = StatusResponse)))]
+async fn decommission_system(
+    caller: TenantCaller,
+    State(state): State<CommandState>,
+    Path(system_id): Path<Uuid>,
+    MaybeJson(body): MaybeJson<Reason>,
+) -> Result<Json<StatusResponse>> {
+    let system = own_system(&state, &caller, system_id).await?;
+    let changed = system.status != SystemStatus::Decommissioned;
+    if changed {
+        let reason = body.and_then(|b| b.reason);
+        change_system(&state, &system, &SystemDecommissioned { reason }).await?;
+    }
+    Ok(Json(StatusResponse {
+        system_id,
+        status: SystemStatus::Decommissioned,
+        changed,
+    }))
+}
