@@ -61,6 +61,25 @@ impl NewEvent {
         }
     }
 
+    /// Wraps a payload of type `E` that is already JSON (built without a copy, e.g.
+    /// [`InventoryReported::payload`](crate::InventoryReported::payload)).
+    pub fn from_payload<E: DomainEvent>(
+        tenant_id: TenantId,
+        payload: Value,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id: EventId::new(),
+            event_type: E::EVENT_TYPE.to_owned(),
+            schema_version: E::SCHEMA_VERSION,
+            tenant_id,
+            payload,
+            data: None,
+            metadata: Metadata::default(),
+            occurred_at,
+        }
+    }
+
     /// Wraps any event of the catalogue enum.
     pub fn from_fleet_event(
         tenant_id: TenantId,

@@ -2,14 +2,20 @@
 //! (HTTP API and projectors, as `serve` runs them), next to raw `COPY` of the same rows.
 
 use std::future::IntoFuture;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use axum::body::Bytes;
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use clap::{Args, ValueEnum};
 use command_side::event_store::PgEventStore;
 use futures::future::try_join_all;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use super::append::{copy_baseline, percentile_ms};
@@ -82,7 +88,7 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
         &IngestConfig::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let address = listener.local_addr()?;
     let (stop_sender, stop) = Stop::manual();
     let server = tokio::spawn(
         axum::serve(listener, app)
@@ -104,13 +110,12 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
         "bench ingest: kind={kind:?} N={systems} C={connections} T={duration_s}s projectors={}",
         !options.no_projectors
     );
-    let client = reqwest::Client::new();
-    let reporters = register(&client, &base, &admin_token, systems, kind).await?;
+    let reporters = register(address, &admin_token, systems, kind).await?;
 
     // Warm-up: one report per system, so every key:secret is verified (argon2) once, as in a
     // fleet that has been running; the timed part measures the steady state.
     let warmup_started = Instant::now();
-    drive(&base, kind, &reporters, connections, None).await?;
+    drive(address, kind, &reporters, connections, None).await?;
     eprintln!(
         "warm-up: {} first reports (argon2 verification each) in {:.1} s",
         reporters.len(),
@@ -122,7 +127,7 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
         .await?;
     let started = Instant::now();
     let mut latencies = drive(
-        &base,
+        address,
         kind,
         &reporters,
         connections,
@@ -188,37 +193,95 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One HTTP/1.1 keep-alive connection to the server under test: a thin client, so the bench
+/// spends its CPU on Fleetlog rather than on itself.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: HeaderValue,
+}
+
+impl Connection {
+    async fn open(address: SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self {
+            sender,
+            host: HeaderValue::from_str(&address.to_string())?,
+        })
+    }
+
+    /// Sends one POST and returns the status and the body.
+    async fn post(
+        &mut self,
+        path: &str,
+        authorization: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let request = Request::post(path)
+            .header(header::HOST, self.host.clone())
+            .header(header::AUTHORIZATION, authorization)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends one POST that must answer `expected`, and returns the JSON body.
+    async fn post_json(
+        &mut self,
+        path: &str,
+        authorization: &str,
+        body: &Value,
+        expected: StatusCode,
+    ) -> anyhow::Result<Value> {
+        let (status, body) = self
+            .post(path, authorization, Bytes::from(body.to_string()))
+            .await?;
+        ensure!(
+            status == expected,
+            "POST {path} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
 /// Creates a tenant and a token, then registers `systems` systems through the API.
 async fn register(
-    client: &reqwest::Client,
-    base: &str,
+    address: SocketAddr,
     admin_token: &str,
     systems: usize,
     kind: IngestKind,
 ) -> anyhow::Result<Vec<Reporter>> {
-    let tenant: Value = client
-        .post(format!("{base}/api/admin/tenants"))
-        .bearer_auth(admin_token)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    let mut admin = Connection::open(address).await?;
+    let admin_auth = format!("Bearer {admin_token}");
+    let tenant = admin
+        .post_json(
+            "/api/admin/tenants",
+            &admin_auth,
+            &json!({"name": "bench"}),
+            StatusCode::CREATED,
+        )
         .await?;
     let tenant_id = tenant["tenant_id"]
         .as_str()
         .context("tenant id")?
         .to_owned();
-    let token: Value = client
-        .post(format!("{base}/api/admin/tenants/{tenant_id}/tokens"))
-        .bearer_auth(admin_token)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    let token = admin
+        .post_json(
+            &format!("/api/admin/tenants/{tenant_id}/tokens"),
+            &admin_auth,
+            &json!({"name": "bench"}),
+            StatusCode::CREATED,
+        )
         .await?;
-    let token = token["token"].as_str().context("token")?.to_owned();
+    let token_auth = format!("Bearer {}", token["token"].as_str().context("token")?);
     let bar = progress(systems as u64, "register");
     let chunks: Vec<Vec<usize>> = (0..systems)
         .collect::<Vec<_>>()
@@ -226,36 +289,32 @@ async fn register(
         .map(<[usize]>::to_vec)
         .collect();
     let registered = try_join_all(chunks.into_iter().map(|chunk| {
-        let (client, token, bar) = (client.clone(), token.clone(), bar.clone());
-        let base = base.to_owned();
+        let (token_auth, bar) = (token_auth.clone(), bar.clone());
         async move {
+            let mut connection = Connection::open(address).await?;
             let mut out = Vec::with_capacity(chunk.len());
             for i in chunk {
-                let credentials: Value = client
-                    .post(format!("{base}/api/systems"))
-                    .bearer_auth(&token)
-                    .json(&json!({"name": format!("srv-{i:05}")}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
+                let credentials = connection
+                    .post_json(
+                        "/api/systems",
+                        &token_auth,
+                        &json!({"name": format!("srv-{i:05}")}),
+                        StatusCode::CREATED,
+                    )
                     .await?;
                 let key = credentials["system_key"].as_str().context("system key")?;
                 let secret = credentials["secret"].as_str().context("secret")?;
-                use base64::Engine as _;
-                let authorization = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
-                );
+                let authorization = format!("Basic {}", STANDARD.encode(format!("{key}:{secret}")));
                 let documents = match kind {
-                    IngestKind::Heartbeat => vec![json!({"agent_version": "fleetlog-bench/1"})
-                        .to_string()
-                        .into()],
+                    IngestKind::Heartbeat => vec![Bytes::from(
+                        json!({"agent_version": "fleetlog-bench/1"}).to_string(),
+                    )],
                     IngestKind::Inventory => (0..2u32)
                         .map(|revision| {
-                            json!({"data": realistic_inventory(i as u64, revision)})
-                                .to_string()
-                                .into()
+                            Bytes::from(
+                                json!({"data": realistic_inventory(i as u64, revision)})
+                                    .to_string(),
+                            )
                         })
                         .collect(),
                 };
@@ -277,7 +336,7 @@ async fn register(
 /// share of the systems in turn. With `duration`, until it has passed; without, one report per
 /// system. Returns every request's latency. Any answer but 202 fails the bench.
 async fn drive(
-    base: &str,
+    address: SocketAddr,
     kind: IngestKind,
     reporters: &[Reporter],
     connections: usize,
@@ -287,7 +346,6 @@ async fn drive(
         IngestKind::Heartbeat => "/api/systems/heartbeat",
         IngestKind::Inventory => "/api/systems/inventory",
     };
-    let url: Arc<str> = format!("{base}{path}").into();
     let connections = connections.min(reporters.len());
     let bar = progress(
         duration.map_or(reporters.len() as u64, |d| d.as_secs()),
@@ -308,13 +366,10 @@ async fn drive(
         })
     });
     let per_connection = try_join_all((0..connections).map(|c| {
-        let url = url.clone();
         let bar = bar.clone();
         let mine: Vec<&Reporter> = reporters.iter().skip(c).step_by(connections).collect();
         async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()?;
+            let mut connection = Connection::open(address).await?;
             let mut latencies = Vec::new();
             let mut round = 0usize;
             loop {
@@ -325,18 +380,13 @@ async fn drive(
                     // Inventory: documents A, A, B, B, A, ...: every second report is unchanged.
                     let document = &reporter.documents[(round / 2) % reporter.documents.len()];
                     let started = Instant::now();
-                    let response = client
-                        .post(url.as_ref())
-                        .header("authorization", &reporter.authorization)
-                        .header("content-type", "application/json")
-                        .body(document.clone())
-                        .send()
+                    let (status, body) = connection
+                        .post(path, &reporter.authorization, document.clone())
                         .await?;
-                    let status = response.status();
-                    let _ = response.bytes().await?;
                     ensure!(
-                        status == reqwest::StatusCode::ACCEPTED,
-                        "a report got {status}"
+                        status == StatusCode::ACCEPTED,
+                        "a report got {status}: {}",
+                        String::from_utf8_lossy(&body)
                     );
                     latencies.push(started.elapsed());
                     if deadline.is_none() {

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{CommandError, ErrorBody, Result};
-use crate::event_store::{AppendOutcome, EventStore, EventStoreError, ExpectedVersion};
+use crate::event_store::{AppendOutcome, EventStore, ExpectedVersion};
 use crate::extract::Query;
 use crate::http::{
     parse_json, CommandState, IngestLimits, JsonBody, MaybeJson, RawBody, Reporter, SystemCaller,
@@ -69,16 +69,16 @@ type AcceptedResponse = (StatusCode, Json<Accepted>);
 
 fn accepted(
     stream: &StreamId,
-    events: &[NewEvent],
+    event_types: &[String],
     outcome: &AppendOutcome,
     duplicate: bool,
 ) -> AcceptedResponse {
-    let events = events
+    let events = event_types
         .iter()
         .zip(&outcome.events)
-        .map(|(event, appended)| AcceptedEvent {
+        .map(|(event_type, appended)| AcceptedEvent {
             event_id: appended.event_id.0,
-            event_type: event.event_type.clone(),
+            event_type: event_type.clone(),
             stream_id: stream.to_string(),
             stream_version: appended.stream_version,
             position: appended.position,
@@ -181,9 +181,10 @@ async fn append(
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
 ) -> Result<AcceptedResponse> {
-    let outcome = state.store.append(stream, expected, events.clone()).await?;
+    let event_types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+    let outcome = state.store.append(stream, expected, events).await?;
     let duplicate = outcome.duplicate;
-    Ok(accepted(stream, &events, &outcome, duplicate))
+    Ok(accepted(stream, &event_types, &outcome, duplicate))
 }
 
 /// A heartbeat. The body is optional.
@@ -241,9 +242,6 @@ pub struct InventoryReport {
     pub data: Map<String, Value>,
 }
 
-/// How many times a report is re-decided when another append to the same system raced it.
-const INVENTORY_ATTEMPTS: usize = 5;
-
 /// A system reports its inventory → InventoryReported, or InventoryUnchanged (hash only, and
 /// `"duplicate": true`) when it is identical to the system's last report.
 #[utoipa::path(post, path = "/api/systems/inventory", tag = "ingest", security(("system" = [])),
@@ -271,61 +269,43 @@ async fn inventory(
     .map_err(CommandError::internal)?;
     let key = idempotency_key(&headers)?;
     let stream = own_stream(&system);
-    let mut data = Some(data);
-    for _ in 0..INVENTORY_ATTEMPTS {
-        let (last_hash, head) = last_inventory(&state, &stream).await?;
-        let unchanged = last_hash.as_deref() == Some(hash.as_str());
-        let event = if unchanged {
-            NewEvent::new(
-                system.tenant_id,
-                &InventoryUnchanged {
-                    content_hash: hash.clone(),
-                },
-                at,
-            )
-        } else {
-            let report = InventoryReported {
-                content_hash: hash.clone(),
-                data: data.take().unwrap_or_default(),
-            };
-            let event = NewEvent::new(system.tenant_id, &report, at);
-            data = Some(report.data);
-            event
-        }
-        .with_event_id(event_id("inventory", &system.system_key, key.as_deref()))
-        .with_metadata(http_metadata());
-        match state
-            .store
-            .append(&stream, ExpectedVersion::Exact(head), vec![event.clone()])
-            .await
-        {
-            Ok(outcome) => {
-                let duplicate = unchanged || outcome.duplicate;
-                return Ok(accepted(&stream, &[event], &outcome, duplicate));
-            }
-            // A heartbeat or another report landed in between: decide again.
-            Err(EventStoreError::WrongExpectedVersion { .. }) => continue,
-            Err(other) => return Err(other.into()),
-        }
+    // Dedup compares with the latest report. The read and the append are not one atomic step:
+    // two reports of one system racing each other may both be stored in full, which is harmless
+    // (an agent reports one at a time, waiting for each answer).
+    let unchanged = last_inventory_hash(&state, &stream).await?.as_deref() == Some(hash.as_str());
+    let event = if unchanged {
+        NewEvent::new(
+            system.tenant_id,
+            &InventoryUnchanged { content_hash: hash },
+            at,
+        )
+    } else {
+        // Moves the document into the payload: a 10 MB report is not copied.
+        NewEvent::from_payload::<InventoryReported>(
+            system.tenant_id,
+            InventoryReported::payload(hash, data),
+            at,
+        )
     }
-    Err(CommandError::conflict(
-        "busy_stream",
-        "the system's stream kept changing; retry the report",
-    ))
+    .with_event_id(event_id("inventory", &system.system_key, key.as_deref()))
+    .with_metadata(http_metadata());
+    let (status, Json(mut accepted)) =
+        append(&state, &stream, ExpectedVersion::Any, vec![event]).await?;
+    accepted.duplicate |= unchanged;
+    Ok((status, Json(accepted)))
 }
 
-/// The content hash of the system's latest inventory report and the stream's version.
-async fn last_inventory(state: &CommandState, stream: &StreamId) -> Result<(Option<String>, i64)> {
-    let row: (Option<String>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT payload->>'content_hash' FROM events \
-                 WHERE stream_id = $1 AND event_type IN ('InventoryReported', 'InventoryUnchanged') \
-                 ORDER BY stream_version DESC LIMIT 1), \
-                (SELECT max(stream_version) FROM events WHERE stream_id = $1)",
+/// The content hash of the system's latest inventory report.
+async fn last_inventory_hash(state: &CommandState, stream: &StreamId) -> Result<Option<String>> {
+    let hash = sqlx::query_scalar(
+        "SELECT payload->>'content_hash' FROM events \
+         WHERE stream_id = $1 AND event_type IN ('InventoryReported', 'InventoryUnchanged') \
+         ORDER BY stream_version DESC LIMIT 1",
     )
     .bind(stream.as_str())
-    .fetch_one(state.pool())
+    .fetch_optional(state.pool())
     .await?;
-    Ok((row.0, row.1.unwrap_or(0)))
+    Ok(hash.flatten())
 }
 
 /// One component of an asset, as a client reports it.

@@ -112,6 +112,17 @@ pub struct InventoryReported {
     pub data: Value,
 }
 
+impl InventoryReported {
+    /// The stored payload of a report, built by moving `data` in (no copy of a large document);
+    /// the same JSON as serializing the struct.
+    pub fn payload(content_hash: String, data: Value) -> Value {
+        let mut payload = serde_json::Map::with_capacity(2);
+        payload.insert("content_hash".into(), Value::String(content_hash));
+        payload.insert("data".into(), data);
+        Value::Object(payload)
+    }
+}
+
 impl DomainEvent for InventoryReported {
     const EVENT_TYPE: &'static str = "InventoryReported";
     const SCHEMA_VERSION: u32 = 1;
@@ -294,4 +305,22 @@ pub struct TelemetryReceived {
 impl DomainEvent for TelemetryReceived {
     const EVENT_TYPE: &'static str = "TelemetryReceived";
     const SCHEMA_VERSION: u32 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_payload_built_by_moving_is_the_serialized_struct() {
+        let data = serde_json::json!({"os": {"name": "Debian", "version": "12"}, "nics": [1, 2]});
+        let report = InventoryReported {
+            content_hash: "abc".into(),
+            data: data.clone(),
+        };
+        assert_eq!(
+            InventoryReported::payload("abc".into(), data),
+            serde_json::to_value(&report).unwrap()
+        );
+    }
 }
