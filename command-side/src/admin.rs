@@ -372,13 +372,7 @@ async fn register_system(
             "at most 64 labels, keys 1-100 and values up to 500 characters".into(),
         ));
     }
-    let secret = credentials::generate_secret();
-    let secret_hash = {
-        let secret = secret.clone();
-        tokio::task::spawn_blocking(move || credentials::hash_secret(&secret))
-            .await
-            .map_err(CommandError::internal)?
-    };
+    let (secret, secret_hash) = new_secret().await?;
     let kind = SystemKind::from(body.kind);
     // The id derives from the key, so a (vanishingly rare) key collision shows up as an existing
     // stream: draw another key.
@@ -427,6 +421,16 @@ async fn register_system(
     Err(CommandError::internal(std::io::Error::other(
         "could not draw an unused system key",
     )))
+}
+
+/// A fresh secret and its argon2id hash, hashed off the async runtime.
+async fn new_secret() -> Result<(String, String)> {
+    let secret = credentials::generate_secret();
+    let for_hashing = secret.clone();
+    let hash = tokio::task::spawn_blocking(move || credentials::hash_secret(&for_hashing))
+        .await
+        .map_err(CommandError::internal)?;
+    Ok((secret, hash))
 }
 
 /// Paging of the system list.
@@ -536,13 +540,7 @@ async fn rotate_credentials(
 ) -> Result<(StatusCode, Json<CredentialsResponse>)> {
     let system = own_system(&state, &caller, system_id).await?;
     refuse_if_decommissioned(&system)?;
-    let secret = credentials::generate_secret();
-    let secret_hash = {
-        let secret = secret.clone();
-        tokio::task::spawn_blocking(move || credentials::hash_secret(&secret))
-            .await
-            .map_err(CommandError::internal)?
-    };
+    let (secret, secret_hash) = new_secret().await?;
     let event = CredentialsRotated {
         system_key: system.system_key.clone(),
         secret_hash,

@@ -405,6 +405,13 @@ mod tests {
     }
 
     #[test]
+    fn only_identical_secrets_compare_equal() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
     fn basic_credentials_split_at_the_first_colon() {
         // "FL-AAAA-BBBB-CCCC:s:e" in base64.
         use base64::Engine as _;

@@ -27,6 +27,11 @@ impl Projector for EventTypeCounts {
         &["event_type_counts"]
     }
 
+    fn reads_payloads(&self) -> bool {
+        // Counting needs an event's tenant and type only: never read inventory-sized payloads.
+        false
+    }
+
     async fn load(
         &self,
         _: &mut PgConnection,

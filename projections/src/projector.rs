@@ -38,6 +38,23 @@ pub trait Projector: Send + Sync + 'static {
         1
     }
 
+    /// The event types [`fold`](Projector::fold) does anything with; `None` (the default) means
+    /// every event. When declared, the runtime reads only events of these types, so a projector
+    /// that cares about a few rare types does not read (and decode) the whole log; its checkpoint
+    /// still moves over the events it never sees. Every type whose fold changes the read model must
+    /// be listed: an event of an unlisted type is never given to `fold`, not even in a rebuild.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
+    /// Whether `load` and `fold` look at an event's payload or opaque data. `true` by default;
+    /// a projector that only needs the envelope (type, tenant, stream, position, times) returns
+    /// `false`, and the runtime then leaves payloads out of its reads (`payload` is JSON `null`
+    /// and `data` is `None` in the events it gets), which spares reading large reports.
+    fn reads_payloads(&self) -> bool {
+        true
+    }
+
     /// Reads, in the batch's transaction, the read-model state the fold of `events` needs.
     fn load(
         &self,

@@ -4,10 +4,11 @@
 //! position 0 writes the same rows as the live projector.
 //!
 //! Only eight event types concern the registry. Everything else (heartbeats arrive at tens of
-//! thousands a second) is skipped by its `event_type` before any decoding. An event of one of the
-//! eight that does not decode, or that contradicts the registry (a rotation of a system it does
-//! not have, a second registration, a key or token hash already taken), is a [`FoldError`]: the
-//! runtime parks it for an operator rather than guess.
+//! thousands a second) is not even read: the registry declares its types
+//! ([`Projector::event_types`]), and `fold` still skips any other type before decoding. An event
+//! of one of the eight that does not decode, or that contradicts the registry (a rotation of a
+//! system it does not have, a second registration, a key or token hash already taken), is a
+//! [`FoldError`]: the runtime parks it for an operator rather than guess.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -330,6 +331,11 @@ impl Projector for Registry {
 
     fn tables(&self) -> &'static [&'static str] {
         &["registry_tenants", "registry_tokens", "registry_systems"]
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        // Heartbeats, telemetry and inventory reports are never even read.
+        Some(&HANDLED)
     }
 
     async fn load(

@@ -5,9 +5,13 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use command_side::event_store::postgres::read_all_on;
-use command_side::event_store::{EventStore, EventStoreError, EventTail, PgEventStore};
+use command_side::event_store::postgres::{
+    head_position_on, read_range_on, ReadFilter, EVENTS_CHANNEL,
+};
+use command_side::event_store::{EventStore, EventStoreError, PgEventStore};
 use events_schema::RecordedEvent;
+use futures::FutureExt;
+use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 
@@ -67,6 +71,22 @@ pub enum ParkedRetry {
     StillFailing(String),
     /// No such parked event.
     NotParked,
+}
+
+/// A filtered batch covers at most `batch_size` times this many positions, so one read never
+/// scans an unbounded stretch of events the projector ignores.
+const SCAN_WINDOW_BATCHES: i64 = 64;
+
+/// How long a caught-up live runner sleeps without a notification before it looks anyway (a
+/// safety net for notifications lost while the listener reconnects).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// One read of the log: every event the projector wants in the positions `(after, end]`, in
+/// order. Applying it moves the checkpoint to `end`, even past the last event (or with none), so
+/// a projector that ignores most types does not read the ignored stretch again.
+struct Batch {
+    events: Vec<RecordedEvent>,
+    end: i64,
 }
 
 /// Why one attempt at a batch failed.
@@ -157,55 +177,128 @@ impl<P: Projector> ProjectionRunner<P> {
     pub async fn catch_up(&self, until: Option<i64>) -> Result<i64, RuntimeError> {
         let mut position = checkpoint::ensure(self.pool(), &self.key).await?;
         loop {
-            let limit = match until {
-                Some(until) if until <= position => return Ok(position),
-                Some(until) => self.batch_size.min(until - position),
-                None => self.batch_size,
-            };
-            let events = self.store.read_all(position, limit).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
+            if until.is_some_and(|until| until <= position) {
                 return Ok(position);
-            };
-            self.apply_until_done(&events, std::pin::pin!(std::future::pending()))
+            }
+            let mut conn = self.pool().acquire().await?;
+            let batch = self.read_batch(&mut conn, position, until).await?;
+            drop(conn);
+            if batch.end <= position {
+                return Ok(position);
+            }
+            self.apply_until_done(&batch, std::pin::pin!(std::future::pending()))
                 .await?;
-            position = last;
+            position = batch.end;
         }
     }
 
     /// Applies, inside the caller's transaction, every event after `from` (no checkpoint is read
-    /// or written: the caller owns that). Returns the last position applied.
+    /// or written: the caller owns that). Returns the position covered: the last event applied,
+    /// or, for a projector with declared [`event_types`](Projector::event_types), the head the
+    /// transaction saw.
     pub async fn catch_up_in(&self, tx: &mut PgConnection, from: i64) -> Result<i64, RuntimeError> {
         let mut position = from;
         loop {
-            let events = read_all_on(&mut *tx, position, self.batch_size).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
+            let batch = self.read_batch(tx, position, None).await?;
+            if batch.end <= position {
                 return Ok(position);
-            };
-            match self.fold_and_flush(tx, &self.owned(&events)).await {
-                Ok(()) => position = last,
-                Err(Failure::Unavailable(error)) => return Err(error.into()),
-                Err(Failure::Poison(reason)) => return Err(RuntimeError::Poison(reason)),
             }
+            let mine = self.owned(&batch.events);
+            if !mine.is_empty() {
+                match self.fold_and_flush(tx, &mine).await {
+                    Ok(()) => {}
+                    Err(Failure::Unavailable(error)) => return Err(error.into()),
+                    Err(Failure::Poison(reason)) => return Err(RuntimeError::Poison(reason)),
+                }
+            }
+            position = batch.end;
         }
+    }
+
+    /// The next batch after `after`, not past `until`, read on `conn` (the pool's, or the
+    /// caller's transaction). Without declared types: up to `batch_size` events, ending at the
+    /// last one. With them: the events of those types in `(after, upper]`, where `upper` is the
+    /// smallest of the head, `until` and `after` + the scan window; when `batch_size` of them come
+    /// back the batch ends at the last one (more may follow), otherwise at `upper`. The head is
+    /// read before the events, so every position up to it is visible to the event read (positions
+    /// are commit-ordered): a window that ends there cannot miss an event.
+    async fn read_batch(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+        until: Option<i64>,
+    ) -> Result<Batch, EventStoreError> {
+        let filter = ReadFilter {
+            event_types: self.projector.event_types(),
+            skip_payloads: !self.projector.reads_payloads(),
+        };
+        if filter.event_types.is_none() {
+            let limit = until.map_or(self.batch_size, |until| self.batch_size.min(until - after));
+            if limit <= 0 {
+                return Ok(Batch {
+                    events: Vec::new(),
+                    end: after,
+                });
+            }
+            let events = read_range_on(&mut *conn, after, None, limit, filter).await?;
+            let end = events.last().map_or(after, |e| e.position);
+            return Ok(Batch { events, end });
+        }
+        let head = head_position_on(&mut *conn).await?;
+        let window = self.batch_size.saturating_mul(SCAN_WINDOW_BATCHES);
+        let mut upper = head.min(after.saturating_add(window));
+        if let Some(until) = until {
+            upper = upper.min(until);
+        }
+        if upper <= after {
+            return Ok(Batch {
+                events: Vec::new(),
+                end: after,
+            });
+        }
+        let events = read_range_on(&mut *conn, after, Some(upper), self.batch_size, filter).await?;
+        let end = match events.last() {
+            Some(last) if events.len() as i64 >= self.batch_size => last.position,
+            _ => upper,
+        };
+        Ok(Batch { events, end })
     }
 
     /// Follows the log live (woken by `NOTIFY`) until `shutdown` resolves. Database failures are
     /// logged, counted and retried with backoff; they never skip an event.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RuntimeError> {
-        let start = checkpoint::ensure(self.pool(), &self.key).await?;
-        let mut tail = EventTail::start(self.store.clone(), start, self.batch_size).await?;
+        // Listening before the first read means no commit can slip between "caught up" and
+        // "waiting".
+        let mut listener = PgListener::connect_with(self.pool()).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let mut position = checkpoint::ensure(self.pool(), &self.key).await?;
         tokio::pin!(shutdown);
         loop {
-            let events = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                events = tail.next_batch() => events?,
-            };
-            // A batch, once started, runs to its commit: stopping mid-transaction would only
-            // throw the work away (and cancelling sqlx mid-`BEGIN` is not safe). Only the waits
-            // between failed attempts give way to `shutdown`.
-            if !self.apply_until_done(&events, shutdown.as_mut()).await? {
+            // Stop between batches; reads and batches themselves are never cancelled halfway
+            // (cancelling sqlx mid-`BEGIN` is not safe).
+            if shutdown.as_mut().now_or_never().is_some() {
                 return Ok(());
             }
+            let mut conn = self.pool().acquire().await?;
+            let batch = self.read_batch(&mut conn, position, None).await?;
+            drop(conn);
+            if batch.end > position {
+                // A batch, once started, runs to its commit: stopping mid-transaction would only
+                // throw the work away. Only the waits between failed attempts give way to
+                // `shutdown`.
+                if !self.apply_until_done(&batch, shutdown.as_mut()).await? {
+                    return Ok(());
+                }
+                position = batch.end;
+                continue;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                notified = listener.recv() => { notified?; }
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            // Several commits may have notified while we slept: one read serves them all.
+            while listener.next_buffered().is_some() {}
         }
     }
 
@@ -213,12 +306,12 @@ impl<P: Projector> ProjectionRunner<P> {
     /// during such a wait (the batch was not applied; the checkpoint did not move).
     async fn apply_until_done<S: Future<Output = ()>>(
         &self,
-        events: &[RecordedEvent],
+        batch: &Batch,
         mut stop: std::pin::Pin<&mut S>,
     ) -> Result<bool, RuntimeError> {
         let mut attempt = 0;
         loop {
-            match self.apply(events).await {
+            match self.apply(batch).await {
                 Ok(()) => return Ok(true),
                 Err(error) => {
                     attempt += 1;
@@ -237,29 +330,37 @@ impl<P: Projector> ProjectionRunner<P> {
     }
 
     /// Applies a batch in one transaction; if an event in it is poison, applies the batch one
-    /// event at a time, retrying the poison event with backoff and then parking it.
-    async fn apply(&self, events: &[RecordedEvent]) -> Result<(), sqlx::Error> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Ok(());
-        };
+    /// event at a time, retrying the poison event with backoff and then parking it, and then
+    /// moves the checkpoint to the batch's end.
+    async fn apply(&self, batch: &Batch) -> Result<(), sqlx::Error> {
+        let events = &batch.events;
         let span = tracing::info_span!(
             "projection_batch",
             projector = %self.key,
-            from = first.position,
-            to = last.position,
+            from = events.first().map(|e| e.position),
+            to = batch.end,
             events = events.len()
         );
         async {
-            match self.try_apply(events).await {
+            match self.try_apply(events, batch.end).await {
                 Ok(()) => {}
                 Err(Failure::Unavailable(error)) => return Err(error),
                 Err(Failure::Poison(_)) => {
                     for event in events {
                         self.apply_one_or_park(event).await?;
                     }
+                    // The stretch after the last event, which the projector does not read.
+                    match self.try_apply(&[], batch.end).await {
+                        Ok(()) => {}
+                        Err(Failure::Unavailable(error)) => return Err(error),
+                        Err(Failure::Poison(reason)) => {
+                            // No event is folded here, so nothing can be poison.
+                            tracing::error!(projector = %self.key, %reason, "unexpected poison");
+                        }
+                    }
                 }
             }
-            self.record_progress(last).await;
+            self.record_progress(batch.end, events.last()).await;
             Ok(())
         }
         .instrument(span)
@@ -269,7 +370,10 @@ impl<P: Projector> ProjectionRunner<P> {
     async fn apply_one_or_park(&self, event: &RecordedEvent) -> Result<(), sqlx::Error> {
         let mut attempt = 1;
         loop {
-            match self.try_apply(std::slice::from_ref(event)).await {
+            match self
+                .try_apply(std::slice::from_ref(event), event.position)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(Failure::Unavailable(error)) => return Err(error),
                 Err(Failure::Poison(reason)) if attempt >= self.retry.max_attempts.max(1) => {
@@ -293,24 +397,26 @@ impl<P: Projector> ProjectionRunner<P> {
     }
 
     /// One transaction: lock the checkpoint, skip what it already covers, load, fold, flush,
-    /// advance the checkpoint, commit.
-    async fn try_apply(&self, events: &[RecordedEvent]) -> Result<(), Failure> {
+    /// advance the checkpoint to `end`, commit. `events` must be every event the projector wants
+    /// in `(checkpoint, end]`.
+    async fn try_apply(&self, events: &[RecordedEvent], end: i64) -> Result<(), Failure> {
         let name = self.key.as_str();
         let mut tx = self.pool().begin().await.map_err(Failure::Unavailable)?;
         let done = checkpoint::lock(&mut tx, name)
             .await
             .map_err(Failure::Unavailable)?;
+        if done >= end {
+            return Ok(());
+        }
         // Events come in position order: what the checkpoint covers is a prefix.
         let fresh = &events[events.partition_point(|e| e.position <= done)..];
-        let Some(last) = fresh.last().map(|e| e.position) else {
-            return Ok(());
-        };
         let mine = self.owned(fresh);
         if !mine.is_empty() {
             self.fold_and_flush(&mut tx, &mine).await?;
         }
-        // The checkpoint moves past other partitions' events too: they are not this runner's.
-        checkpoint::advance(&mut tx, name, last)
+        // The checkpoint moves past other partitions' events, and past the types the projector
+        // does not read, too: they are not this runner's.
+        checkpoint::advance(&mut tx, name, end)
             .await
             .map_err(Failure::Unavailable)?;
         tx.commit().await.map_err(Failure::Unavailable)?;
@@ -385,17 +491,27 @@ impl<P: Projector> ProjectionRunner<P> {
         }
     }
 
-    async fn record_progress(&self, last: &RecordedEvent) {
+    /// Updates the lag gauges after a batch that ended at `end`, whose last event was `last`.
+    async fn record_progress(&self, end: i64, last: Option<&RecordedEvent>) {
         let name = self.key.as_str();
         metrics::gauge!("fleetlog_projection_position", "projector" => name.to_owned())
-            .set(last.position as f64);
-        if let Ok(head) = self.store.head_position().await {
+            .set(end as f64);
+        let head = self.store.head_position().await.ok();
+        if let Some(head) = head {
             metrics::gauge!("fleetlog_projection_lag_positions", "projector" => name.to_owned())
-                .set((head - last.position) as f64);
+                .set((head - end) as f64);
         }
-        let behind = chrono_seconds_since(last);
-        metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name.to_owned())
-            .set(behind);
+        // A batch without events (a stretch of types the projector does not read) has no commit
+        // time to measure from; when it reached the head, nothing is waiting.
+        let behind = match (last, head) {
+            (Some(last), _) => Some(chrono_seconds_since(last)),
+            (None, Some(head)) if head <= end => Some(0.0),
+            _ => None,
+        };
+        if let Some(behind) = behind {
+            metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name.to_owned())
+                .set(behind);
+        }
         let parked: Result<i64, _> =
             sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE projector = $1")
                 .bind(name)

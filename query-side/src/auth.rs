@@ -25,28 +25,13 @@ impl FromRequestParts<AppState> for Admin {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token)
             .ok_or(ApiError::Unauthorized)?;
-        if constant_time_eq(presented.trim().as_bytes(), state.admin_token.as_bytes()) {
+        if command_side::auth::constant_time_eq(
+            presented.trim().as_bytes(),
+            state.admin_token.as_bytes(),
+        ) {
             Ok(Admin)
         } else {
             Err(ApiError::Unauthorized)
         }
-    }
-}
-
-/// Compares secrets without leaking, through timing, how long a matching prefix was.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_identical_secrets_compare_equal() {
-        assert!(super::constant_time_eq(b"secret", b"secret"));
-        assert!(!super::constant_time_eq(b"secret", b"secreT"));
-        assert!(!super::constant_time_eq(b"secret", b"secret2"));
     }
 }

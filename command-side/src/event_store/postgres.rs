@@ -145,6 +145,70 @@ pub async fn read_all_on<'c>(
     rows.iter().map(recorded_event_from_row).collect()
 }
 
+/// The last committed position, read through `executor`. Every append moves the head in the
+/// transaction that inserts its events, and appends commit in position order, so once this
+/// returns `h`, every later snapshot sees every position up to `h`
+/// (docs/adr/001-commit-ordered-positions.md). Readers that filter the log use it to know how far
+/// a read that found nothing has still covered the log.
+pub async fn head_position_on<'c>(executor: impl sqlx::PgExecutor<'c>) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT last_position FROM event_log_head WHERE id = 1")
+            .fetch_one(executor)
+            .await?,
+    )
+}
+
+/// Which events, and how much of each, a reader of the log asks for; lets a projector that folds a
+/// few event types, or never looks at payloads, skip the rows and the bytes it would ignore.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadFilter<'a> {
+    /// Only events of these types; every type when `None`.
+    pub event_types: Option<&'a [&'a str]>,
+    /// Leave out the payload (returned as JSON `null`) and the opaque data (returned as `None`),
+    /// for readers that only need an event's envelope (type, tenant, stream, position, times).
+    pub skip_payloads: bool,
+}
+
+/// Up to `limit` events with `after_position < position <= up_to` (no upper bound when `up_to` is
+/// `None`) that pass `filter`, in position order, read through `executor` (a pool, or a connection
+/// inside its transaction). Bounding the range keeps a filtered read from scanning the whole
+/// remaining log when few events match.
+pub async fn read_range_on<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    after_position: i64,
+    up_to: Option<i64>,
+    limit: i64,
+    filter: ReadFilter<'_>,
+) -> Result<Vec<RecordedEvent>> {
+    let select = if filter.skip_payloads {
+        SELECT_EVENT_ENVELOPES
+    } else {
+        SELECT_EVENTS
+    };
+    // Only the conditions in use are in the SQL, so `position <= $n` is always an index bound
+    // (a generic plan of `$n IS NULL OR position <= $n` would scan on to the end of the log).
+    let mut sql = format!("{select} WHERE position > $1");
+    let mut parameters = 2;
+    if up_to.is_some() {
+        parameters += 1;
+        sql.push_str(&format!(" AND position <= ${parameters}"));
+    }
+    if filter.event_types.is_some() {
+        parameters += 1;
+        sql.push_str(&format!(" AND event_type = ANY(${parameters})"));
+    }
+    sql.push_str(" ORDER BY position LIMIT $2");
+    let mut query = sqlx::query(&sql).bind(after_position).bind(limit);
+    if let Some(up_to) = up_to {
+        query = query.bind(up_to);
+    }
+    if let Some(types) = filter.event_types {
+        query = query.bind(types);
+    }
+    let rows = query.fetch_all(executor).await?;
+    rows.iter().map(recorded_event_from_row).collect()
+}
+
 /// Rejects appends that no state of the store could accept.
 fn check_append(events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
@@ -176,7 +240,13 @@ const SELECT_EVENTS: &str =
     "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, \
      tenant_id, payload, data, metadata, occurred_at, recorded_at FROM events";
 
-/// Decodes one row of [`SELECT_EVENTS`].
+/// [`SELECT_EVENTS`] without the payload and the opaque data (see [`ReadFilter::skip_payloads`]).
+const SELECT_EVENT_ENVELOPES: &str =
+    "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, \
+     tenant_id, 'null'::jsonb AS payload, NULL::bytea AS data, metadata, occurred_at, recorded_at \
+     FROM events";
+
+/// Decodes one row of [`SELECT_EVENTS`] (or [`SELECT_EVENT_ENVELOPES`]).
 pub(crate) fn recorded_event_from_row(row: &PgRow) -> Result<RecordedEvent> {
     let position: i64 = row.try_get("position")?;
     let corrupt = |reason: String| EventStoreError::CorruptRow { position, reason };
