@@ -35,7 +35,8 @@ pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Resu
     let stop = Stop::on_signal();
     let server = axum::serve(
         listener,
-        http::app_with(store.clone(), admin_token, Some(metrics), &config.ingest),
+        http::app_with(store.clone(), admin_token, Some(metrics), &config.ingest)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(stop.requested());
     let intake = jetstream_intake(&config.nats, store.clone(), &stop);
@@ -73,7 +74,10 @@ async fn jetstream_intake(
         );
         match run.await {
             Ok(()) => return Ok(()),
-            Err(error @ IntakeError::InvalidConfig(_)) => return Err(error),
+            Err(error @ IntakeError::InvalidConfig(_)) => {
+                tracing::error!(%error, "JetStream intake is misconfigured; it stays off");
+                return Err(error);
+            }
             Err(error) => {
                 metrics::counter!("fleetlog_jetstream_errors_total").increment(1);
                 tracing::error!(%error, "JetStream intake could not start; retrying in 10 s");

@@ -1411,3 +1411,86 @@ async fn the_openapi_document_is_served(pool: PgPool) {
     }
     assert!(paths["/api/systems/heartbeat"].get("post").is_some());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Failures per client, and changes seen by other processes
+// ---------------------------------------------------------------------------------------------
+
+/// A heartbeat as if it came from `ip` (what `serve` records as the connection's peer).
+async fn heartbeat_from(app: &Router, auth: &str, ip: [u8; 4]) -> Reply {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/systems/heartbeat")
+        .header("authorization", auth)
+        .body(Body::empty())
+        .unwrap();
+    let peer = std::net::SocketAddr::from((ip, 40_000));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+#[sqlx::test(migrator = "migrations::MIGRATOR")]
+async fn one_clients_failures_do_not_lock_the_key_out_for_another_client(pool: PgPool) {
+    let app = app(&pool);
+    let tenant = new_tenant(&app, "acme").await;
+    let system = register(&app, &tenant, "system").await;
+    let attacker = [10, 0, 0, 66];
+    for _ in 0..5 {
+        heartbeat_from(&app, &basic(&system.key, "guess"), attacker)
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // The attacker's address is refused now, even with the right secret...
+    heartbeat_from(&app, &system.auth(), attacker)
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_failures");
+    // ...while the agent, from its own address, verifies (nothing was cached yet) and reports.
+    let reply = heartbeat_from(&app, &system.auth(), [10, 0, 0, 7]).await;
+    assert_eq!(reply.accepted_events().len(), 1);
+    assert_eq!(count_of_type(&pool, "HeartbeatReceived").await, 1);
+}
+
+#[sqlx::test(migrator = "migrations::MIGRATOR")]
+async fn a_pause_made_by_another_process_ends_this_ones_remembered_credentials(pool: PgPool) {
+    // Two API processes on one database: each remembers verified pairs on its own.
+    let (this, other) = (app(&pool), app(&pool));
+    let tenant = new_tenant(&this, "acme").await;
+    let system = register(&this, &tenant, "system").await;
+    heartbeat(&this, &system.auth())
+        .await
+        .expect(StatusCode::ACCEPTED);
+
+    post_empty(
+        &other,
+        &format!("/api/systems/{}/pause", system.system_id),
+        &tenant.auth(),
+    )
+    .await
+    .expect(StatusCode::OK);
+
+    // The registry's fold announced the change; this process forgets the pair within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = heartbeat(&this, &system.auth()).await;
+        if reply.status == StatusCode::FORBIDDEN {
+            reply.expect_error(StatusCode::FORBIDDEN, "system_paused");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepted 10 s after the pause: {}",
+            reply.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

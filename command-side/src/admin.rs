@@ -28,7 +28,7 @@ use crate::error::{CommandError, Result};
 use crate::event_store::{AppendOutcome, EventStore, EventStoreError, ExpectedVersion};
 use crate::extract::{Path, Query};
 use crate::http::{AdminCaller, CommandState, JsonBody, MaybeJson, TenantCaller};
-use crate::registry::{self, SystemRecord, SystemStatus, TenantRecord};
+use crate::registry::{self, system_stream, SystemRecord, SystemStatus, TenantRecord};
 
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<CommandState> {
@@ -64,7 +64,7 @@ fn admin_metadata() -> Metadata {
     }
 }
 
-/// Appends one event and waits until the registry has folded it.
+/// Appends one event of the registry's (the caller waits for the fold).
 async fn append_registry_event<E: DomainEvent>(
     state: &CommandState,
     tenant: TenantId,
@@ -345,13 +345,6 @@ impl From<SystemRecord> for SystemView {
     }
 }
 
-fn system_stream(kind: SystemKind, system_id: Uuid) -> StreamId {
-    match kind {
-        SystemKind::System => StreamId::system(system_id),
-        SystemKind::Gateway => StreamId::gateway(system_id),
-    }
-}
-
 /// Registers a system or gateway and returns its credentials.
 #[utoipa::path(post, path = "/api/systems", tag = "systems", security(("tenant" = [])),
     request_body = RegisterSystem,
@@ -498,8 +491,8 @@ async fn get_system(
     Ok(Json(own_system(&state, &caller, system_id).await?.into()))
 }
 
-/// Appends a change of a system, waits for the registry, and makes every process forget its
-/// cached verifications.
+/// Appends a change of a system and waits for the registry (whose fold makes every process forget
+/// cached verifications of it).
 async fn change_system<E: DomainEvent>(
     state: &CommandState,
     system: &SystemRecord,
@@ -514,8 +507,9 @@ async fn change_system<E: DomainEvent>(
         event,
     )
     .await?;
+    // The registry projector announces the change to every process when it folds it; this
+    // process forgets at once.
     state.systems.forget(&system.system_key);
-    registry::announce_change(state.pool(), &system.system_key).await?;
     Ok(position)
 }
 

@@ -6,9 +6,11 @@
 //! random key (never the secret itself). The memory ends at rotation, pause, resume or
 //! decommission (announced on [`CREDENTIALS_CHANNEL`](crate::registry::CREDENTIALS_CHANNEL), so
 //! every process forgets at once), or after a TTL. A wrong key and a wrong secret give the same
-//! 401 after the same work; repeated failures for one key are refused for a growing while.
+//! 401 after the same work; repeated failures for one key from one client are refused for a
+//! growing while.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::credentials::{self, SystemKey};
@@ -45,8 +47,13 @@ const FREE_FAILURES: u32 = 5;
 const MAX_LOCKOUT: Duration = Duration::from_secs(300);
 /// Failures older than this are forgotten.
 const FAILURE_WINDOW: Duration = Duration::from_secs(900);
-/// Most keys whose failures are remembered; beyond it the oldest records are dropped.
+/// Most (client, key) pairs whose failures are remembered; beyond it stale records are dropped.
 const MAX_FAILURE_RECORDS: usize = 100_000;
+/// How long a request waits for a verification slot before it gets 503.
+const VERIFICATION_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Whose failures are counted together: a client address (when known) and a well-formed key.
+type Throttle = (Option<IpAddr>, String);
 
 #[derive(Debug, Clone)]
 struct Verified {
@@ -90,9 +97,9 @@ pub struct SystemAuthenticator {
     pair_key: [u8; 32],
     ttl: Duration,
     cache: RwLock<Cache>,
-    failures: Mutex<HashMap<String, Failures>>,
+    failures: Mutex<HashMap<Throttle, Failures>>,
     /// Bounds the CPU that argon2 verifications may take at once.
-    verifications: Semaphore,
+    verifications: Arc<Semaphore>,
     /// Verified against when the key is unknown, so an unknown key costs the same as a wrong
     /// secret. Made on first use: hashing takes a while.
     decoy_hash: std::sync::OnceLock<String>,
@@ -103,22 +110,27 @@ impl SystemAuthenticator {
     pub fn new(pool: PgPool, ttl: Duration) -> Self {
         let mut pair_key = [0u8; 32];
         rand::rng().fill_bytes(&mut pair_key);
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Half the cores at most, so verifications never take all CPU from the requests.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         Self {
             pool,
             pair_key,
             ttl,
             cache: RwLock::default(),
             failures: Mutex::default(),
-            verifications: Semaphore::new(parallel),
+            verifications: Arc::new(Semaphore::new(parallel)),
             decoy_hash: std::sync::OnceLock::new(),
         }
     }
 
-    /// Checks `key:secret` and the system's status. 401 for any wrong credential, 429 while a key
-    /// is refused after repeated failures, 403 for a paused or decommissioned system.
+    /// Checks `key:secret` and the system's status. 401 for any wrong credential, 429 while a
+    /// client is refused after repeated failures for this key, 403 for a paused or decommissioned
+    /// system, 503 when too many verifications are waiting. `client` is the caller's address:
+    /// failures are counted per client and key, so a stranger who knows a key (keys are not
+    /// secret) cannot lock the real agent out.
     pub async fn authenticate(
         &self,
+        client: Option<IpAddr>,
         key: &str,
         secret: &str,
     ) -> Result<AuthenticatedSystem, CommandError> {
@@ -127,40 +139,49 @@ impl SystemAuthenticator {
             metrics::counter!("fleetlog_auth_total", "result" => "cache_hit").increment(1);
             return admit(hit.system, hit.status);
         }
-        let system_key = SystemKey::parse(key);
-        let key_text = system_key
-            .as_ref()
-            .map_or_else(|| key.to_owned(), |k| k.as_str().to_owned());
-        self.check_not_refused(&key_text)?;
-        let generation = self
-            .cache
-            .read()
-            .expect("not poisoned")
-            .generation(&key_text);
-        let record = match &system_key {
-            Some(k) => registry::system_by_key(&self.pool, k.as_str()).await?,
-            None => None,
+        // The key format is public: a malformed key is refused without hashing or remembering.
+        let Some(system_key) = SystemKey::parse(key) else {
+            metrics::counter!("fleetlog_auth_total", "result" => "failed").increment(1);
+            return Err(CommandError::Unauthorized(Challenge::Basic));
         };
+        let throttle = (client, system_key.as_str().to_owned());
+        self.check_not_refused(&throttle)?;
+        let permit = tokio::time::timeout(
+            VERIFICATION_QUEUE_WAIT,
+            self.verifications.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| CommandError::Unavailable)?
+        .map_err(|_| CommandError::Unavailable)?;
+        let generation = self.generation(system_key.as_str());
+        let record = registry::system_by_key(&self.pool, system_key.as_str()).await?;
         let hash = record.as_ref().map(|r| r.secret_hash.clone());
-        let verified = self.verify(secret.to_owned(), hash).await?;
-        match record {
-            Some(record) if verified => {
-                metrics::counter!("fleetlog_auth_total", "result" => "verified").increment(1);
-                self.failures
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&key_text);
-                let status = record.status;
-                let system = identity(&record);
-                self.remember(pair, &record, generation, system.clone(), status);
-                admit(system, status)
-            }
+        let verified = self.verify(permit, secret.to_owned(), hash).await?;
+        let record = match record {
+            Some(record) if verified => record,
             _ => {
                 metrics::counter!("fleetlog_auth_total", "result" => "failed").increment(1);
-                self.record_failure(&key_text);
-                Err(CommandError::Unauthorized(Challenge::Basic))
+                self.record_failure(throttle);
+                return Err(CommandError::Unauthorized(Challenge::Basic));
             }
+        };
+        metrics::counter!("fleetlog_auth_total", "result" => "verified").increment(1);
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .remove(&throttle);
+        if self.generation(system_key.as_str()) != generation {
+            // The system changed while its secret was being verified: judge by what is stored now.
+            return match registry::system_by_key(&self.pool, system_key.as_str()).await? {
+                Some(now) if now.secret_hash == record.secret_hash => {
+                    admit(identity(&now), now.status)
+                }
+                _ => Err(CommandError::Unauthorized(Challenge::Basic)),
+            };
         }
+        let system = identity(&record);
+        self.remember(pair, &record, generation, system.clone(), record.status);
+        admit(system, record.status)
     }
 
     /// Forgets every verified pair of this system (its credentials or status changed).
@@ -214,6 +235,13 @@ impl SystemAuthenticator {
         }
     }
 
+    fn generation(&self, system_key: &str) -> (u64, u64) {
+        self.cache
+            .read()
+            .expect("not poisoned")
+            .generation(system_key)
+    }
+
     fn pair_hmac(&self, key: &str, secret: &str) -> [u8; 32] {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.pair_key).expect("any key length works");
@@ -261,24 +289,28 @@ impl SystemAuthenticator {
     }
 
     /// Verifies `secret` against `hash`, or against the decoy when there is no hash (so the
-    /// answer takes as long, and is `false`).
-    async fn verify(&self, secret: String, hash: Option<String>) -> Result<bool, CommandError> {
-        let _permit = self
-            .verifications
-            .acquire()
-            .await
-            .map_err(|_| CommandError::Unavailable)?;
+    /// answer takes as long, and is `false`). The permit goes with the work onto the blocking
+    /// thread: a client that disconnects cannot free it while the hash still runs.
+    async fn verify(
+        &self,
+        permit: OwnedSemaphorePermit,
+        secret: String,
+        hash: Option<String>,
+    ) -> Result<bool, CommandError> {
         let decoy = self.decoy_hash.get().cloned();
-        let (verified, made) = tokio::task::spawn_blocking(move || match (hash, decoy) {
-            (Some(hash), _) => (credentials::verify_secret(&secret, &hash), None),
-            (None, Some(decoy)) => {
-                credentials::verify_secret(&secret, &decoy);
-                (false, None)
-            }
-            (None, None) => {
-                let decoy = credentials::hash_secret(&credentials::generate_secret());
-                credentials::verify_secret(&secret, &decoy);
-                (false, Some(decoy))
+        let (verified, made) = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match (hash, decoy) {
+                (Some(hash), _) => (credentials::verify_secret(&secret, &hash), None),
+                (None, Some(decoy)) => {
+                    credentials::verify_secret(&secret, &decoy);
+                    (false, None)
+                }
+                (None, None) => {
+                    let decoy = credentials::hash_secret(&credentials::generate_secret());
+                    credentials::verify_secret(&secret, &decoy);
+                    (false, Some(decoy))
+                }
             }
         })
         .await
@@ -289,9 +321,9 @@ impl SystemAuthenticator {
         Ok(verified)
     }
 
-    fn check_not_refused(&self, key: &str) -> Result<(), CommandError> {
+    fn check_not_refused(&self, throttle: &Throttle) -> Result<(), CommandError> {
         let failures = self.failures.lock().expect("not poisoned");
-        match failures.get(key).and_then(|f| f.refused_until) {
+        match failures.get(throttle).and_then(|f| f.refused_until) {
             Some(until) if until > Instant::now() => Err(CommandError::TooManyFailures {
                 retry_after_s: (until - Instant::now()).as_secs().max(1),
             }),
@@ -299,16 +331,17 @@ impl SystemAuthenticator {
         }
     }
 
-    fn record_failure(&self, key: &str) {
+    fn record_failure(&self, throttle: Throttle) {
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("not poisoned");
         if failures.len() >= MAX_FAILURE_RECORDS {
             failures.retain(|_, f| now.duration_since(f.first_at) < FAILURE_WINDOW);
             if failures.len() >= MAX_FAILURE_RECORDS {
-                failures.clear();
+                // Keep the refusals still running; forget finished ones.
+                failures.retain(|_, f| f.refused_until.is_some_and(|until| until > now));
             }
         }
-        let entry = failures.entry(key.to_owned()).or_insert(Failures {
+        let entry = failures.entry(throttle).or_insert(Failures {
             count: 0,
             first_at: now,
             refused_until: None,

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::Router;
@@ -162,7 +164,15 @@ impl FromRequestParts<CommandState> for SystemCaller {
             .and_then(|v| v.to_str().ok())
             .and_then(auth::parse_basic)
             .ok_or(CommandError::Unauthorized(Challenge::Basic))?;
-        state.systems.authenticate(&key, &secret).await.map(Self)
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        state
+            .systems
+            .authenticate(client, &key, &secret)
+            .await
+            .map(Self)
     }
 }
 

@@ -5,16 +5,16 @@
 //! TenantCreated, TenantTokenIssued/Revoked, SystemRegistered, CredentialsRotated and the
 //! pause/resume/decommission events. A command that appends one of those waits, through
 //! [`RegistrySync`], until the projector has folded it, so a key or token handed to a client
-//! works on the client's very next request; then it announces the change on
-//! [`CREDENTIALS_CHANNEL`] so every process drops what it cached about that system.
+//! works on the client's very next request. The projector's fold announces every changed system
+//! on [`CREDENTIALS_CHANNEL`], so every process drops what it cached about it.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use events_schema::{SystemKind, TenantId};
+use events_schema::{StreamId, SystemKind, TenantId};
 use futures::future::BoxFuture;
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool, Row};
+use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 /// `NOTIFY` channel on which a changed system's key is announced (payload: the system key).
@@ -33,11 +33,15 @@ pub enum SystemStatus {
 }
 
 impl SystemStatus {
-    fn parse(raw: &str) -> Self {
+    /// Reads a stored status; anything unknown is an error, never "active".
+    fn parse(raw: &str) -> Result<Self, sqlx::Error> {
         match raw {
-            "paused" => Self::Paused,
-            "decommissioned" => Self::Decommissioned,
-            _ => Self::Active,
+            "active" => Ok(Self::Active),
+            "paused" => Ok(Self::Paused),
+            "decommissioned" => Ok(Self::Decommissioned),
+            other => Err(sqlx::Error::Decode(
+                format!("unknown system status {other:?}").into(),
+            )),
         }
     }
 }
@@ -101,6 +105,14 @@ pub trait RegistrySync: Send + Sync {
     fn caught_up(&self, position: i64) -> BoxFuture<'_, Result<(), String>>;
 }
 
+/// The stream of a system (`system-{id}`) or gateway (`gateway-{id}`).
+pub fn system_stream(kind: SystemKind, system_id: Uuid) -> StreamId {
+    match kind {
+        SystemKind::System => StreamId::system(system_id),
+        SystemKind::Gateway => StreamId::gateway(system_id),
+    }
+}
+
 const SYSTEM_COLUMNS: &str = "system_id, tenant_id, system_key, kind, name, labels, secret_hash, \
      credentials_version, status, registered_at, updated_at";
 
@@ -121,7 +133,7 @@ fn system_from_row(row: &sqlx::postgres::PgRow) -> Result<SystemRecord, sqlx::Er
         labels: labels.0,
         secret_hash: row.try_get("secret_hash")?,
         credentials_version: row.try_get("credentials_version")?,
-        status: SystemStatus::parse(&status),
+        status: SystemStatus::parse(&status)?,
         registered_at: row.try_get("registered_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -255,15 +267,4 @@ pub async fn token_tenant(
             .fetch_optional(db)
             .await?;
     Ok(tenant.map(TenantId))
-}
-
-/// Tells every process (including this one) that the system with this key changed, so cached
-/// verifications of it are dropped.
-pub async fn announce_change(pool: &PgPool, system_key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CREDENTIALS_CHANNEL)
-        .bind(system_key)
-        .execute(pool)
-        .await?;
-    Ok(())
 }

@@ -578,8 +578,16 @@ async fn flush_systems(
     .bind(&statuses)
     .bind(&registered)
     .bind(&updated)
-    .execute(tx)
+    .execute(&mut *tx)
     .await?;
+    // Every process that remembers verified credentials forgets these systems' when this
+    // transaction commits: whoever folded the change (the live runner, a command's catch-up, a
+    // rebuild) announces it, so no path that changes credentials or status can skip it.
+    sqlx::query("SELECT pg_notify($1, key) FROM unnest($2::text[]) AS key")
+        .bind(command_side::registry::CREDENTIALS_CHANNEL)
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

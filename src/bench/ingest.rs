@@ -91,9 +91,12 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let (stop_sender, stop) = Stop::manual();
     let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.requested())
-            .into_future(),
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.requested())
+        .into_future(),
     );
     let projectors = (!options.no_projectors).then(|| {
         let (store, stop) = (store.clone(), stop.clone());

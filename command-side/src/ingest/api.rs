@@ -169,10 +169,7 @@ fn http_metadata() -> Metadata {
 }
 
 fn own_stream(system: &crate::auth::AuthenticatedSystem) -> StreamId {
-    match system.kind {
-        SystemKind::System => StreamId::system(system.system_id),
-        SystemKind::Gateway => StreamId::gateway(system.system_id),
-    }
+    crate::registry::system_stream(system.kind, system.system_id)
 }
 
 async fn append(
@@ -712,12 +709,18 @@ fn severity(raw: &str) -> Result<AlertSeverity> {
     })
 }
 
-/// The stream of an alert: per tenant and dedup key.
-pub fn alert_stream(tenant: TenantId, dedup_key: &str) -> StreamId {
+/// The stream of an alert: per tenant and dedup key. Alerts a system reports live in that
+/// system's own namespace, so one system's credentials cannot resolve or overwrite another's
+/// alerts (or the tenant's tools').
+pub fn alert_stream(tenant: TenantId, system: Option<Uuid>, dedup_key: &str) -> StreamId {
     let namespace = Uuid::new_v5(&Uuid::NAMESPACE_OID, b"fleetlog.alert-dedup-key");
+    let scope = match system {
+        Some(system) => format!("{tenant}/{system}"),
+        None => tenant.to_string(),
+    };
     StreamId::of(
         StreamCategory::Alert,
-        Uuid::new_v5(&namespace, format!("{tenant}\0{dedup_key}").as_bytes()),
+        Uuid::new_v5(&namespace, format!("{scope}\0{dedup_key}").as_bytes()),
     )
 }
 
@@ -778,11 +781,19 @@ async fn alert_event(
         .with_metadata(http_metadata());
     append(
         &state,
-        &alert_stream(tenant, &dedup_key),
+        &alert_stream(tenant, reporter_system(&reporter), &dedup_key),
         ExpectedVersion::Any,
         vec![event],
     )
     .await
+}
+
+/// The reporting system, when a system (not a tenant tool) reports.
+fn reporter_system(reporter: &Reporter) -> Option<Uuid> {
+    match reporter {
+        Reporter::System(system) => Some(system.system_id),
+        Reporter::Tenant(_) => None,
+    }
 }
 
 fn new_alert_event<E: DomainEvent>(tenant: TenantId, event: &E, at: DateTime<Utc>) -> NewEvent {
@@ -829,10 +840,25 @@ mod tests {
     }
 
     #[test]
-    fn alert_streams_are_per_tenant() {
+    fn alert_streams_are_per_tenant_and_per_reporting_system() {
         let (a, b) = (TenantId::new(), TenantId::new());
-        assert_eq!(alert_stream(a, "db:cpu"), alert_stream(a, "db:cpu"));
-        assert_ne!(alert_stream(a, "db:cpu"), alert_stream(b, "db:cpu"));
-        assert_eq!(alert_stream(a, "x").category(), StreamCategory::Alert);
+        let system = Uuid::now_v7();
+        assert_eq!(
+            alert_stream(a, None, "db:cpu"),
+            alert_stream(a, None, "db:cpu")
+        );
+        assert_ne!(
+            alert_stream(a, None, "db:cpu"),
+            alert_stream(b, None, "db:cpu")
+        );
+        assert_ne!(
+            alert_stream(a, None, "db:cpu"),
+            alert_stream(a, Some(system), "db:cpu")
+        );
+        assert_ne!(
+            alert_stream(a, Some(system), "db:cpu"),
+            alert_stream(a, Some(Uuid::now_v7()), "db:cpu")
+        );
+        assert_eq!(alert_stream(a, None, "x").category(), StreamCategory::Alert);
     }
 }
