@@ -56,20 +56,20 @@ pub fn app_with(
         Duration::from_secs(ingest.auth_cache_ttl_s),
     ));
     tokio::spawn(systems.clone().follow_changes());
-    let (write_api, openapi) = command_side::http::router(CommandState {
+    let (write_api, write_paths) = command_side::http::router(CommandState {
         store: store.clone(),
         admin_token: admin_token.clone(),
         systems,
         registry: Arc::new(RegistryCatchUp(store.clone())),
         limits: ingest.limits(),
     });
-    let openapi = Arc::new(openapi_document(openapi));
     let projectors = Arc::new(crate::projectors::Registry(store.clone()));
-    let read_api = query_side::router(query_side::AppState {
+    let (read_api, read_paths) = query_side::router(query_side::AppState {
         events: store,
         admin_token,
         projectors,
     });
+    let openapi = Arc::new(openapi_document(write_paths, read_paths));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -91,15 +91,19 @@ pub fn app_with(
 
 /// The OpenAPI document of the whole API, as served at `/openapi.json` and committed as
 /// `docs/openapi.json`.
-pub fn openapi_document(write_api: utoipa::openapi::OpenApi) -> serde_json::Value {
-    let mut document = serde_json::to_value(write_api).expect("OpenAPI serializes to JSON");
+pub fn openapi_document(
+    write_api: utoipa::openapi::OpenApi,
+    read_api: utoipa::openapi::OpenApi,
+) -> serde_json::Value {
+    let mut document =
+        serde_json::to_value(write_api.merge_from(read_api)).expect("OpenAPI serializes to JSON");
     document["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
     document
 }
 
 /// The OpenAPI document without a server (for `fleetlog openapi export|check`).
 pub fn openapi() -> serde_json::Value {
-    openapi_document(command_side::http::openapi())
+    openapi_document(command_side::http::openapi(), query_side::openapi())
 }
 
 /// Makes registry commands read-your-writes: catches the registry projector up to the command's

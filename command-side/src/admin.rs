@@ -13,9 +13,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use events_schema::{
-    CredentialsRotated, DomainEvent, Metadata, NewEvent, StreamId, SystemDecommissioned,
-    SystemKind, SystemPaused, SystemRegistered, SystemResumed, TenantCreated, TenantId,
-    TenantTokenIssued, TenantTokenRevoked,
+    CredentialsRotated, FleetEvent, Metadata, NewEvent, StreamId, SystemKind, SystemRegistered,
+    TenantCreated, TenantId, TenantTokenIssued, TenantTokenRevoked,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,9 +24,10 @@ use uuid::Uuid;
 
 use crate::credentials::{self, SystemKey};
 use crate::error::{CommandError, Result};
-use crate::event_store::{AppendOutcome, EventStore, EventStoreError, ExpectedVersion};
+use crate::event_store::{EventStore, ExpectedVersion};
 use crate::extract::{Path, Query};
 use crate::http::{AdminCaller, CommandState, JsonBody, MaybeJson, TenantCaller};
+use crate::lifecycle::{self, StatusCommand, StatusRefusal};
 use crate::registry::{self, system_stream, SystemRecord, SystemStatus, TenantRecord};
 
 /// The routes of this module.
@@ -64,29 +64,25 @@ fn admin_metadata() -> Metadata {
     }
 }
 
-/// Appends one event of the registry's (the caller waits for the fold).
-async fn append_registry_event<E: DomainEvent>(
+/// Appends one registry event and waits until the registry has folded it (read-your-writes).
+/// The event is durable once appended: if only the wait fails, the command still succeeds (the
+/// live projector folds it moments later) rather than answering 500 for something that happened,
+/// which a client would retry into a second credential.
+async fn committed(
     state: &CommandState,
     tenant: TenantId,
     stream: &StreamId,
     expected: ExpectedVersion,
-    event: &E,
-) -> Result<AppendOutcome, EventStoreError> {
-    let event = NewEvent::new(tenant, event, Utc::now()).with_metadata(admin_metadata());
-    let outcome = state.store.append(stream, expected, vec![event]).await?;
-    Ok(outcome)
-}
-
-async fn committed<E: DomainEvent>(
-    state: &CommandState,
-    tenant: TenantId,
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    event: &E,
+    event: FleetEvent,
 ) -> Result<i64> {
-    let outcome = append_registry_event(state, tenant, stream, expected, event).await?;
+    let event =
+        NewEvent::from_fleet_event(tenant, &event, Utc::now()).with_metadata(admin_metadata());
+    let outcome = state.store.append(stream, expected, vec![event]).await?;
     let position = outcome.events.last().map_or(0, |e| e.position);
-    state.registry_caught_up(position).await?;
+    if let Err(error) = state.registry_caught_up(position).await {
+        metrics::counter!("fleetlog_registry_catch_up_errors_total").increment(1);
+        tracing::warn!(%error, position, "registry catch-up failed; the live projector will fold the event");
+    }
     Ok(position)
 }
 
@@ -135,7 +131,7 @@ async fn create_tenant(
         tenant_id,
         &StreamId::tenant(tenant_id),
         ExpectedVersion::NoStream,
-        &event,
+        event.into(),
     )
     .await?;
     tracing::info!(%tenant_id, %name, "tenant created");
@@ -207,7 +203,7 @@ async fn issue_token(
         tenant_id,
         &StreamId::tenant(tenant_id),
         ExpectedVersion::Any,
-        &event,
+        event.into(),
     )
     .await?;
     tracing::info!(%tenant_id, %token_id, "tenant token issued");
@@ -242,7 +238,7 @@ async fn revoke_token(
         tenant_id,
         &StreamId::tenant(tenant_id),
         ExpectedVersion::Any,
-        &TenantTokenRevoked { token_id },
+        TenantTokenRevoked { token_id }.into(),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -386,7 +382,7 @@ async fn register_system(
             caller.tenant_id,
             &stream,
             ExpectedVersion::NoStream,
-            &event,
+            event.into(),
         )
         .await
         {
@@ -493,10 +489,10 @@ async fn get_system(
 
 /// Appends a change of a system and waits for the registry (whose fold makes every process forget
 /// cached verifications of it).
-async fn change_system<E: DomainEvent>(
+async fn change_system(
     state: &CommandState,
     system: &SystemRecord,
-    event: &E,
+    event: FleetEvent,
 ) -> Result<i64> {
     let stream = system_stream(system.kind, system.system_id);
     let position = committed(
@@ -517,10 +513,31 @@ fn refuse_if_decommissioned(system: &SystemRecord) -> Result<()> {
     if system.status == SystemStatus::Decommissioned {
         return Err(CommandError::conflict(
             "system_decommissioned",
-            "the system is decommissioned",
+            StatusRefusal::Decommissioned.to_string(),
         ));
     }
     Ok(())
+}
+
+/// Decides a status command ([`lifecycle::decide`]) and records its event, if any.
+async fn apply_status_command(
+    state: &CommandState,
+    caller: &TenantCaller,
+    system_id: Uuid,
+    command: StatusCommand,
+) -> Result<Json<StatusResponse>> {
+    let system = own_system(state, caller, system_id).await?;
+    let decision = lifecycle::decide(system.status, command)
+        .map_err(|refusal| CommandError::conflict("system_decommissioned", refusal.to_string()))?;
+    let changed = decision.event.is_some();
+    if let Some(event) = decision.event {
+        change_system(state, &system, event).await?;
+    }
+    Ok(Json(StatusResponse {
+        system_id,
+        status: decision.status,
+        changed,
+    }))
 }
 
 /// Replaces a system's secret; the old one stops working at once.
@@ -539,7 +556,7 @@ async fn rotate_credentials(
         system_key: system.system_key.clone(),
         secret_hash,
     };
-    let position = change_system(&state, &system, &event).await?;
+    let position = change_system(&state, &system, event.into()).await?;
     tracing::info!(%system_id, "credentials rotated");
     Ok((
         StatusCode::CREATED,
@@ -582,18 +599,15 @@ async fn pause_system(
     Path(system_id): Path<Uuid>,
     MaybeJson(body): MaybeJson<Reason>,
 ) -> Result<Json<StatusResponse>> {
-    let system = own_system(&state, &caller, system_id).await?;
-    refuse_if_decommissioned(&system)?;
-    let changed = system.status != SystemStatus::Paused;
-    if changed {
-        let reason = body.and_then(|b| b.reason);
-        change_system(&state, &system, &SystemPaused { reason }).await?;
-    }
-    Ok(Json(StatusResponse {
+    apply_status_command(
+        &state,
+        &caller,
         system_id,
-        status: SystemStatus::Paused,
-        changed,
-    }))
+        StatusCommand::Pause {
+            reason: body.and_then(|b| b.reason),
+        },
+    )
+    .await
 }
 
 /// Accepts a paused system's reports again.
@@ -605,17 +619,7 @@ async fn resume_system(
     State(state): State<CommandState>,
     Path(system_id): Path<Uuid>,
 ) -> Result<Json<StatusResponse>> {
-    let system = own_system(&state, &caller, system_id).await?;
-    refuse_if_decommissioned(&system)?;
-    let changed = system.status != SystemStatus::Active;
-    if changed {
-        change_system(&state, &system, &SystemResumed {}).await?;
-    }
-    Ok(Json(StatusResponse {
-        system_id,
-        status: SystemStatus::Active,
-        changed,
-    }))
+    apply_status_command(&state, &caller, system_id, StatusCommand::Resume).await
 }
 
 /// Retires a system for good: its credentials stop working; its history stays.
@@ -628,15 +632,13 @@ async fn decommission_system(
     Path(system_id): Path<Uuid>,
     MaybeJson(body): MaybeJson<Reason>,
 ) -> Result<Json<StatusResponse>> {
-    let system = own_system(&state, &caller, system_id).await?;
-    let changed = system.status != SystemStatus::Decommissioned;
-    if changed {
-        let reason = body.and_then(|b| b.reason);
-        change_system(&state, &system, &SystemDecommissioned { reason }).await?;
-    }
-    Ok(Json(StatusResponse {
+    apply_status_command(
+        &state,
+        &caller,
         system_id,
-        status: SystemStatus::Decommissioned,
-        changed,
-    }))
+        StatusCommand::Decommission {
+            reason: body.and_then(|b| b.reason),
+        },
+    )
+    .await
 }

@@ -11,6 +11,7 @@
 //! - [`http`]: state, extractors, body limits and the router with its OpenAPI description.
 //! - [`extract`]: `Query` and `Path` whose rejections use our error shape.
 //! - [`admin`]: tenants, tokens, and registering and managing systems and gateways.
+//! - [`lifecycle`]: what pause, resume and decommission do, decided without I/O.
 //! - [`ingest`]: what ingest clients send (heartbeats, inventory, hardware, telemetry, metrics,
 //!   alerts), checked and turned into events.
 //! - [`intake`]: NATS JetStream intake of gateway telemetry.
@@ -24,4 +25,5 @@ pub mod extract;
 pub mod http;
 pub mod ingest;
 pub mod intake;
+pub mod lifecycle;
 pub mod registry;

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures::future::BoxFuture;
 use projections::checkpoint::{self, ParkedEvent};
 use projections::status::ProjectorStatus;
 use projections::{ParkedRetry, RuntimeError};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
@@ -31,43 +32,39 @@ pub trait ProjectorRegistry: Send + Sync {
 pub type Projectors = Arc<dyn ProjectorRegistry>;
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/admin/projections", get(list_projections))
-        .route("/api/admin/parked", get(list_parked))
-        .route(
-            "/api/admin/parked/{projector}/{position}/retry",
-            post(retry_parked),
-        )
-        .route(
-            "/api/admin/parked/{projector}/{position}/skip",
-            post(skip_parked),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_projections))
+        .routes(routes!(list_parked))
+        .routes(routes!(retry_parked))
+        .routes(routes!(skip_parked))
 }
 
 /// `{"projections": [...]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectionsPage {
     /// Every projector with a checkpoint.
+    #[schema(value_type = Vec<Object>)]
     pub projections: Vec<ProjectorStatus>,
 }
 
 /// `{"parked": [...]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParkedPage {
     /// Parked events, by projector and position.
+    #[schema(value_type = Vec<Object>)]
     pub parked: Vec<ParkedEvent>,
 }
 
 /// Query of `GET /api/admin/parked`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ParkedQuery {
     /// Only this projector's parked events.
     pub projector: Option<String>,
 }
 
 /// What a retry or skip did.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParkedAction {
     /// `applied`, `still_failing` or `skipped`.
     pub outcome: String,
@@ -76,6 +73,8 @@ pub struct ParkedAction {
     pub error: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/admin/projections", tag = "projections", security(("admin" = [])),
+    responses((status = 200, body = ProjectionsPage), (status = 401)))]
 #[tracing::instrument(skip_all)]
 async fn list_projections(
     _: Admin,
@@ -87,6 +86,8 @@ async fn list_projections(
     Ok(Json(ProjectionsPage { projections }))
 }
 
+#[utoipa::path(get, path = "/api/admin/parked", tag = "projections", security(("admin" = [])),
+    params(ParkedQuery), responses((status = 200, body = ParkedPage), (status = 401)))]
 #[tracing::instrument(skip_all)]
 async fn list_parked(
     _: Admin,
@@ -99,6 +100,9 @@ async fn list_parked(
     Ok(Json(ParkedPage { parked }))
 }
 
+#[utoipa::path(post, path = "/api/admin/parked/{projector}/{position}/retry", tag = "projections", security(("admin" = [])),
+    params(("projector" = String, Path), ("position" = i64, Path)),
+    responses((status = 200, body = ParkedAction), (status = 404), (status = 409)))]
 #[tracing::instrument(skip_all, fields(projector = %projector, position))]
 async fn retry_parked(
     _: Admin,
@@ -124,6 +128,9 @@ async fn retry_parked(
     }
 }
 
+#[utoipa::path(post, path = "/api/admin/parked/{projector}/{position}/skip", tag = "projections", security(("admin" = [])),
+    params(("projector" = String, Path), ("position" = i64, Path)),
+    responses((status = 200, body = ParkedAction), (status = 404)))]
 #[tracing::instrument(skip_all, fields(projector = %projector, position))]
 async fn skip_parked(
     _: Admin,

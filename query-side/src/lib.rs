@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use command_side::event_store::PgEventStore;
+use utoipa_axum::router::OpenApiRouter;
 
 pub mod admin;
 pub mod auth;
@@ -30,7 +31,17 @@ pub struct AppState {
     pub projectors: admin::Projectors,
 }
 
-/// Every read route, ready to be merged into the server's router.
-pub fn router(state: AppState) -> Router {
-    event_log::routes().merge(admin::routes()).with_state(state)
+fn routes() -> OpenApiRouter<AppState> {
+    event_log::routes().merge(admin::routes())
+}
+
+/// Every read route and its OpenAPI paths, ready to be merged into the server's router.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, openapi) = routes().split_for_parts();
+    (router.with_state(state), openapi)
+}
+
+/// The OpenAPI paths of the read API alone (no state needed).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
 }

@@ -2,11 +2,12 @@
 //! history can be exported and replayed elsewhere.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use command_side::event_store::EventStore;
 use events_schema::{RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, Result};
@@ -19,14 +20,14 @@ pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/events", get(list_events))
-        .route("/api/streams/{stream}/events", get(list_stream_events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(list_stream_events))
 }
 
 /// Query of `GET /api/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct LogQuery {
     /// Exclusive position cursor: events after this one (0 = from the start).
     #[serde(default)]
@@ -39,9 +40,10 @@ pub struct LogQuery {
 }
 
 /// A page of the global log.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
     /// Events in position order.
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<RecordedEvent>,
     /// Pass as `after` to get the next page.
     pub next_after: i64,
@@ -50,7 +52,7 @@ pub struct LogPage {
 }
 
 /// Query of `GET /api/streams/{stream}/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct StreamQuery {
     /// Inclusive stream-version cursor (1 = from the start).
     pub from_version: Option<i64>,
@@ -59,11 +61,13 @@ pub struct StreamQuery {
 }
 
 /// A page of one stream.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamPage {
     /// The stream.
+    #[schema(value_type = String)]
     pub stream_id: StreamId,
     /// Events in stream order.
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<RecordedEvent>,
     /// Pass as `from_version` to get the next page.
     pub next_from_version: i64,
@@ -71,6 +75,9 @@ pub struct StreamPage {
     pub has_more: bool,
 }
 
+/// The whole event log in position order, a page at a time (admin).
+#[utoipa::path(get, path = "/api/events", tag = "event log", security(("admin" = [])),
+    params(LogQuery), responses((status = 200, body = LogPage), (status = 400), (status = 401)))]
 #[tracing::instrument(skip_all, fields(after = query.after))]
 async fn list_events(
     _: Admin,
@@ -97,6 +104,10 @@ async fn list_events(
     }))
 }
 
+/// One stream in version order, a page at a time (admin).
+#[utoipa::path(get, path = "/api/streams/{stream}/events", tag = "event log", security(("admin" = [])),
+    params(("stream" = String, Path, description = "stream id, e.g. system-{uuid}"), StreamQuery),
+    responses((status = 200, body = StreamPage), (status = 400), (status = 401), (status = 404)))]
 #[tracing::instrument(skip_all, fields(stream.id = %stream))]
 async fn list_stream_events(
     _: Admin,
