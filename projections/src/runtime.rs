@@ -107,6 +107,7 @@ pub struct ProjectionRunner<P: Projector> {
     partition: u32,
     partitions: u32,
     key: String,
+    linger: Duration,
 }
 
 /// The checkpoint (and lease) key of one partition: the projector's name, followed by
@@ -131,6 +132,7 @@ impl<P: Projector> ProjectionRunner<P> {
             partition: 0,
             partitions: 1,
             key,
+            linger: Duration::ZERO,
         }
     }
 
@@ -156,6 +158,14 @@ impl<P: Projector> ProjectionRunner<P> {
         }
         let mine = |e: &&RecordedEvent| e.stream_id.partition(self.partitions) == self.partition;
         Cow::Owned(events.iter().filter(mine).cloned().collect())
+    }
+
+    /// After a small batch (under half the batch size), the live runner waits this long before
+    /// reading again, so that under a steady trickle of events it writes fewer, larger batches
+    /// (each is a transaction with its own commit) at the cost of this much extra lag.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Replaces the retry policy.
@@ -290,6 +300,13 @@ impl<P: Projector> ProjectionRunner<P> {
                     return Ok(());
                 }
                 position = batch.end;
+                let small = (batch.events.len() as i64) * 2 < self.batch_size;
+                if small && !self.linger.is_zero() {
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(self.linger) => {}
+                    }
+                }
                 continue;
             }
             tokio::select! {

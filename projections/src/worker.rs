@@ -21,6 +21,9 @@ pub struct WorkerOptions {
     pub lease_ttl: Duration,
     /// Events per batch.
     pub batch_size: i64,
+    /// How long a live runner waits after a small batch (see
+    /// [`ProjectionRunner::with_linger`]).
+    pub linger: Duration,
 }
 
 /// Supervises every partition of `make()`'s projector (see [`supervise`]) until `shutdown()`
@@ -90,7 +93,8 @@ pub async fn supervise<P: Projector>(
             })
         };
         let runner = ProjectionRunner::new(store.clone(), make(), options.batch_size)
-            .for_partition(partition);
+            .for_partition(partition)
+            .with_linger(options.linger);
         let stop = {
             let shutdown = shutdown.clone();
             async move {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::append::{copy_baseline, percentile_ms};
 use super::inventory::realistic_inventory;
 use super::{progress, BenchRun, ScratchDatabase};
-use crate::config::{AppendConfig, IngestConfig};
+use crate::config::{AppendConfig, IngestConfig, ProjectionConfig};
 use crate::serve::Stop;
 
 /// What the clients report.
@@ -57,6 +57,9 @@ pub struct IngestBench {
     /// Group commit settings.
     #[command(flatten)]
     pub append: AppendConfig,
+    /// Projection settings (when the projectors run).
+    #[command(flatten)]
+    pub projection: ProjectionConfig,
 }
 
 /// One registered system's credentials and, for inventory, its two documents.
@@ -100,12 +103,7 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
     );
     let projectors = (!options.no_projectors).then(|| {
         let (store, stop) = (store.clone(), stop.clone());
-        let worker = crate::config::ProjectionConfig {
-            projection_batch_size: 1000,
-            projection_lease_ttl_ms: 10_000,
-            projection_holder: None,
-        }
-        .worker_options();
+        let worker = options.projection.worker_options();
         tokio::spawn(async move { crate::projectors::run_all(store, worker, &stop).await })
     });
 
