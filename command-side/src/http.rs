@@ -337,33 +337,21 @@ impl utoipa::Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("ADMIN_TOKEN"))
-                    .build(),
+        for (name, scheme, description) in [
+            ("admin", HttpAuthScheme::Bearer, "ADMIN_TOKEN"),
+            (
+                "tenant",
+                HttpAuthScheme::Bearer,
+                "a tenant API token (flt_...)",
             ),
-        );
-        components.add_security_scheme(
-            "tenant",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("a tenant API token (flt_...)"))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "system",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Basic)
-                    .description(Some("system_key:secret"))
-                    .build(),
-            ),
-        );
+            ("system", HttpAuthScheme::Basic, "system_key:secret"),
+        ] {
+            let http = HttpBuilder::new()
+                .scheme(scheme)
+                .description(Some(description))
+                .build();
+            components.add_security_scheme(name, SecurityScheme::Http(http));
+        }
     }
 }
 
