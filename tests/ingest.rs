@@ -107,11 +107,12 @@ async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(body.into()).unwrap())
-        .await
-        .unwrap();
+    answer_to(app, request.body(body.into()).unwrap()).await
+}
+
+/// Sends a built request through the router and reads the answer.
+async fn answer_to(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -1428,15 +1429,7 @@ async fn heartbeat_from(app: &Router, auth: &str, ip: [u8; 4]) -> Reply {
     request
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(peer));
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
+    answer_to(app, request).await
 }
 
 #[sqlx::test(migrator = "migrations::MIGRATOR")]
