@@ -1487,3 +1487,35 @@ async fn a_pause_made_by_another_process_ends_this_ones_remembered_credentials(p
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[sqlx::test(migrator = "migrations::MIGRATOR")]
+async fn a_retried_inventory_answers_with_the_event_that_is_stored(pool: PgPool) {
+    let app = app(&pool);
+    let tenant = new_tenant(&app, "acme").await;
+    let system = register(&app, &tenant, "system").await;
+    let auth = system.auth();
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", JSON),
+        ("idempotency-key", "inventory-7"),
+    ];
+    let body = json!({"data": {"os": {"name": "Debian", "version": "12"}}}).to_string();
+    let report = || {
+        send(
+            &app,
+            Method::POST,
+            "/api/systems/inventory",
+            &headers,
+            body.clone(),
+        )
+    };
+    let first = report().await;
+    assert_eq!(first.accepted_events()[0].0, "InventoryReported");
+    // The retry finds its own document as the latest, so it would decide "unchanged"; the
+    // answer names what is stored instead, at the original position.
+    let retry = report().await;
+    assert!(retry.duplicate());
+    assert_eq!(retry.accepted_events(), first.accepted_events());
+    assert_eq!(count_of_type(&pool, "InventoryReported").await, 1);
+    assert_eq!(count_of_type(&pool, "InventoryUnchanged").await, 0);
+}

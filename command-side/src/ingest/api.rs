@@ -178,10 +178,28 @@ async fn append(
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
 ) -> Result<AcceptedResponse> {
-    let event_types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+    let mut event_types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
     let outcome = state.store.append(stream, expected, events).await?;
+    if outcome.duplicate {
+        // A retry: answer with what is stored, which the retry may have decided differently
+        // (an inventory resent after it became the latest is "unchanged" the second time).
+        event_types = stored_event_types(state, &outcome).await?;
+    }
     let duplicate = outcome.duplicate;
     Ok(accepted(stream, &event_types, &outcome, duplicate))
+}
+
+/// The stored types of the events of a duplicate append, in its order.
+async fn stored_event_types(state: &CommandState, outcome: &AppendOutcome) -> Result<Vec<String>> {
+    let ids: Vec<Uuid> = outcome.events.iter().map(|e| e.event_id.0).collect();
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT e.event_type FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord) \
+         JOIN events e ON e.event_id = i.id ORDER BY i.ord",
+    )
+    .bind(&ids)
+    .fetch_all(state.pool())
+    .await?;
+    Ok(types)
 }
 
 /// A heartbeat. The body is optional.
