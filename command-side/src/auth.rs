@@ -20,7 +20,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::credentials::{self, SystemKey};
@@ -49,6 +49,9 @@ const MAX_LOCKOUT: Duration = Duration::from_secs(300);
 const FAILURE_WINDOW: Duration = Duration::from_secs(900);
 /// Most (client, key) pairs whose failures are remembered; beyond it stale records are dropped.
 const MAX_FAILURE_RECORDS: usize = 100_000;
+/// How long a request waits, at start-up or after a lost connection, for the change feed before
+/// it is verified without being remembered.
+const LISTEN_WAIT: Duration = Duration::from_secs(2);
 /// How long a request waits for a verification slot before it gets 503.
 const VERIFICATION_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
@@ -103,6 +106,9 @@ pub struct SystemAuthenticator {
     /// Verified against when the key is unknown, so an unknown key costs the same as a wrong
     /// secret. Made on first use: hashing takes a while.
     decoy_hash: std::sync::OnceLock<String>,
+    /// Whether [`follow_changes`](Self::follow_changes) is listening; nothing is remembered
+    /// while it is not, since a change could go unnoticed.
+    listening: watch::Sender<bool>,
 }
 
 impl SystemAuthenticator {
@@ -120,6 +126,7 @@ impl SystemAuthenticator {
             failures: Mutex::default(),
             verifications: Arc::new(Semaphore::new(parallel)),
             decoy_hash: std::sync::OnceLock::new(),
+            listening: watch::Sender::new(false),
         }
     }
 
@@ -134,6 +141,7 @@ impl SystemAuthenticator {
         key: &str,
         secret: &str,
     ) -> Result<AuthenticatedSystem, CommandError> {
+        self.until_listening().await;
         let pair = self.pair_hmac(key, secret);
         if let Some(hit) = self.cached(&pair) {
             metrics::counter!("fleetlog_auth_total", "result" => "cache_hit").increment(1);
@@ -209,17 +217,16 @@ impl SystemAuthenticator {
     pub async fn follow_changes(self: Arc<Self>) {
         loop {
             match PgListener::connect_with(&self.pool).await {
-                Ok(mut listener) => {
-                    if let Err(error) = listener.listen(CREDENTIALS_CHANNEL).await {
-                        tracing::warn!(%error, "cannot listen for credential changes");
-                    } else {
-                        self.forget_all();
+                Ok(mut listener) => match listener.listen(CREDENTIALS_CHANNEL).await {
+                    Ok(()) => {
+                        // Only now may verified pairs be remembered: from here on, every change
+                        // reaches this process.
+                        self.listening.send_replace(true);
                         loop {
                             match listener.try_recv().await {
                                 Ok(Some(notification)) => self.forget(notification.payload()),
-                                Ok(None) => {
-                                    self.forget_all();
-                                }
+                                // The connection was lost: announcements may have been missed.
+                                Ok(None) => break,
                                 Err(error) => {
                                     tracing::warn!(%error, "credential change feed failed");
                                     break;
@@ -227,12 +234,24 @@ impl SystemAuthenticator {
                             }
                         }
                     }
-                }
+                    Err(error) => tracing::warn!(%error, "cannot listen for credential changes"),
+                },
                 Err(error) => tracing::warn!(%error, "cannot connect for credential changes"),
             }
+            self.listening.send_replace(false);
             self.forget_all();
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Waits (briefly) until the change feed listens, so that a pair verified now may be
+    /// remembered; without the feed, requests are still served, just verified every time.
+    async fn until_listening(&self) {
+        if *self.listening.borrow() {
+            return;
+        }
+        let mut listening = self.listening.subscribe();
+        let _ = tokio::time::timeout(LISTEN_WAIT, listening.wait_for(|listening| *listening)).await;
     }
 
     fn generation(&self, system_key: &str) -> (u64, u64) {
@@ -268,6 +287,9 @@ impl SystemAuthenticator {
         system: AuthenticatedSystem,
         status: SystemStatus,
     ) {
+        if !*self.listening.borrow() {
+            return;
+        }
         let mut cache = self.cache.write().expect("not poisoned");
         if cache.generation(&record.system_key) != generation {
             // The system changed while its secret was being verified: do not remember.

@@ -541,6 +541,17 @@ async fn flush_systems(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    // A system registered in this batch and not changed since has nothing remembered anywhere:
+    // announcing it would only make processes forget pairs verified after it.
+    let changed_keys: Vec<String> = rows
+        .iter()
+        .filter(|row| {
+            !(row.credentials_version == 1
+                && row.status == "active"
+                && row.registered_at == row.updated_at)
+        })
+        .map(|row| row.system_key.clone())
+        .collect();
     for row in rows {
         ids.push(row.system_id);
         tenants.push(row.tenant_id);
@@ -580,14 +591,16 @@ async fn flush_systems(
     .bind(&updated)
     .execute(&mut *tx)
     .await?;
-    // Every process that remembers verified credentials forgets these systems' when this
+    // Every process that remembers verified credentials forgets the changed systems' when this
     // transaction commits: whoever folded the change (the live runner, a command's catch-up, a
     // rebuild) announces it, so no path that changes credentials or status can skip it.
-    sqlx::query("SELECT pg_notify($1, key) FROM unnest($2::text[]) AS key")
-        .bind(command_side::registry::CREDENTIALS_CHANNEL)
-        .bind(&keys)
-        .execute(&mut *tx)
-        .await?;
+    if !changed_keys.is_empty() {
+        sqlx::query("SELECT pg_notify($1, key) FROM unnest($2::text[]) AS key")
+            .bind(command_side::registry::CREDENTIALS_CHANNEL)
+            .bind(&changed_keys)
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(())
 }
 
