@@ -26,7 +26,7 @@ use crate::credentials::{self, SystemKey};
 use crate::error::{CommandError, Result};
 use crate::event_store::{EventStore, ExpectedVersion};
 use crate::extract::{Path, Query};
-use crate::http::{AdminCaller, CommandState, JsonBody, MaybeJson, TenantCaller};
+use crate::http::{checked_text, AdminCaller, CommandState, JsonBody, MaybeJson, TenantCaller};
 use crate::lifecycle::{self, StatusCommand, StatusRefusal};
 use crate::registry::{self, system_stream, SystemRecord, SystemStatus, TenantRecord};
 
@@ -42,19 +42,6 @@ pub fn routes() -> OpenApiRouter<CommandState> {
         .routes(routes!(pause_system))
         .routes(routes!(resume_system))
         .routes(routes!(decommission_system))
-}
-
-/// Longest name of a tenant, token or system.
-const MAX_NAME_LEN: usize = 200;
-
-fn checked_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(CommandError::InvalidBody(format!(
-            "name must be 1 to {MAX_NAME_LEN} printable characters"
-        )));
-    }
-    Ok(name.to_owned())
 }
 
 fn admin_metadata() -> Metadata {
@@ -114,7 +101,7 @@ async fn create_tenant(
     State(state): State<CommandState>,
     JsonBody(body): JsonBody<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantCreatedResponse>)> {
-    let name = checked_name(&body.name)?;
+    let name = checked_text("name", &body.name)?;
     if registry::tenant_name_taken(state.pool(), &name).await? {
         return Err(CommandError::conflict(
             "tenant_exists",
@@ -187,7 +174,7 @@ async fn issue_token(
     JsonBody(body): JsonBody<IssueToken>,
 ) -> Result<(StatusCode, Json<TokenIssuedResponse>)> {
     let tenant_id = TenantId(tenant_id);
-    let name = checked_name(&body.name)?;
+    let name = checked_text("name", &body.name)?;
     registry::tenant(state.pool(), tenant_id)
         .await?
         .ok_or_else(|| CommandError::NotFound(format!("no tenant {tenant_id}")))?;
@@ -350,7 +337,7 @@ async fn register_system(
     State(state): State<CommandState>,
     JsonBody(body): JsonBody<RegisterSystem>,
 ) -> Result<(StatusCode, Json<CredentialsResponse>)> {
-    let name = checked_name(&body.name)?;
+    let name = checked_text("name", &body.name)?;
     if body.labels.len() > 64
         || body
             .labels

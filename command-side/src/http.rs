@@ -287,6 +287,21 @@ pub fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Longest free-text field a client may send (names, serials, bundle ids, dedup keys).
+pub const MAX_FIELD_LEN: usize = 200;
+
+/// A required text field, trimmed: 1 to [`MAX_FIELD_LEN`] bytes, no control characters (422
+/// otherwise, naming the field).
+pub fn checked_text(field: &str, value: &str) -> Result<String, CommandError> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > MAX_FIELD_LEN || value.chars().any(char::is_control) {
+        return Err(CommandError::InvalidBody(format!(
+            "{field} must be 1 to {MAX_FIELD_LEN} printable characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
 /// Parses JSON with our error split: syntax → 400, shape → 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CommandError> {
     serde_json::from_slice(bytes).map_err(|error| match error.classify() {

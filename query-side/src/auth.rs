@@ -21,14 +21,10 @@ impl FromRequestParts<AppState> for Admin {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token)
+            .and_then(command_side::auth::parse_bearer)
             .ok_or(ApiError::Unauthorized)?;
-        if command_side::auth::constant_time_eq(
-            presented.trim().as_bytes(),
-            state.admin_token.as_bytes(),
-        ) {
+        if command_side::auth::constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes())
+        {
             Ok(Admin)
         } else {
             Err(ApiError::Unauthorized)

@@ -25,7 +25,8 @@ use crate::error::{CommandError, ErrorBody, Result};
 use crate::event_store::{AppendOutcome, EventStore, ExpectedVersion};
 use crate::extract::Query;
 use crate::http::{
-    parse_json, CommandState, IngestLimits, JsonBody, MaybeJson, RawBody, Reporter, SystemCaller,
+    checked_text, parse_json, CommandState, IngestLimits, JsonBody, MaybeJson, RawBody, Reporter,
+    SystemCaller,
 };
 use crate::ingest::{canonical, lshw};
 
@@ -369,18 +370,6 @@ pub struct ObservationFormat {
     pub format: Option<String>,
     /// With `lshw`: the bundle id (else the `Idempotency-Key` header, else the document's hash).
     pub bundle_id: Option<String>,
-}
-
-const MAX_FIELD_LEN: usize = 200;
-
-fn checked_text(field: &str, value: &str) -> Result<String> {
-    let value = value.trim();
-    if value.is_empty() || value.len() > MAX_FIELD_LEN || value.chars().any(char::is_control) {
-        return Err(CommandError::InvalidBody(format!(
-            "{field} must be 1 to {MAX_FIELD_LEN} printable characters"
-        )));
-    }
-    Ok(value.to_owned())
 }
 
 /// The asset stream of a serial number within a tenant (asset ids derive from the serial).

@@ -38,13 +38,16 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
 use chrono::{DateTime, Utc};
-use events_schema::{EventId, Metadata, NewEvent, StreamId, TelemetryReceived, TenantId};
+use events_schema::{
+    EventId, Metadata, NewEvent, StreamId, SystemKind, TelemetryReceived, TenantId,
+};
 use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::event_store::{EventStore, EventStoreError, ExpectedVersion};
+use crate::registry::{self, SystemStatus};
 
 /// How long one fetch waits for the first message; it bounds how late shutdown is noticed.
 const FETCH_EXPIRY: Duration = Duration::from_secs(1);
@@ -650,22 +653,15 @@ impl Registry {
                 return Ok(Gateway::Active(*system_id));
             }
         }
-        let row: Option<(Uuid, String)> = sqlx::query_as(
-            "SELECT system_id, status FROM registry_systems \
-             WHERE tenant_id = $1 AND system_key = $2 AND kind = 'gateway'",
-        )
-        .bind(tenant)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        let gateway = match row {
-            None => Gateway::Unknown,
-            Some((system_id, status)) => match status.as_str() {
-                "active" => Gateway::Active(system_id),
-                "paused" => Gateway::Inactive("gateway_paused"),
-                "decommissioned" => Gateway::Inactive("gateway_decommissioned"),
-                _ => Gateway::Inactive("gateway_inactive"),
-            },
+        let gateway = match registry::system_by_key(&self.pool, key).await? {
+            Some(found) if found.tenant_id.0 == tenant && found.kind == SystemKind::Gateway => {
+                match found.status {
+                    SystemStatus::Active => Gateway::Active(found.system_id),
+                    SystemStatus::Paused => Gateway::Inactive("gateway_paused"),
+                    SystemStatus::Decommissioned => Gateway::Inactive("gateway_decommissioned"),
+                }
+            }
+            _ => Gateway::Unknown,
         };
         if let Gateway::Active(system_id) = gateway {
             if self.active.len() >= 10_000 {
