@@ -112,13 +112,19 @@ fn event(tenant: TenantId, event_type: &str, payload: serde_json::Value) -> NewE
     }
 }
 
-/// `n` events over two tenants and twelve streams, mostly heartbeats and inventory reports,
+/// `n` events over two tenants and twelve fixed streams, mostly heartbeats and inventory reports,
 /// with a few [`WANTED`] ones interleaved and none among the last 150. Event `poison` (if any)
 /// is a wanted one marked poison.
 async fn append_history(store: &PgEventStore, n: usize, poison: Option<usize>) {
     let tenants = [TenantId::new(), TenantId::new()];
-    let streams: Vec<StreamId> = (0..12)
-        .map(|_| StreamId::system(uuid::Uuid::now_v7()))
+    // Fixed stream ids, so that which partition owns which stream (and so which wanted events
+    // each partition counts) is the same on every run.
+    let streams: Vec<StreamId> = (0..12u128)
+        .map(|i| {
+            StreamId::system(uuid::Uuid::from_u128(
+                0x0190_0000_0000_7000_8000_0000_0000_0000 + i,
+            ))
+        })
         .collect();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
         let stream = &streams[chunk[0] / 10 % streams.len()];

@@ -40,8 +40,13 @@ async fn append_history(store: &PgEventStore) -> Vec<TenantId> {
         "SystemPaused",
         "TelemetryReceived",
     ];
-    let streams: Vec<StreamId> = (0..30)
-        .map(|_| StreamId::system(uuid::Uuid::now_v7()))
+    // Fixed stream ids: the partition that owns each stream is the same on every run.
+    let streams: Vec<StreamId> = (0..30u128)
+        .map(|i| {
+            StreamId::system(uuid::Uuid::from_u128(
+                0x0190_0000_0000_7000_8000_0000_0000_0000 + i,
+            ))
+        })
         .collect();
     for i in 0..300usize {
         let e = event(tenants[i % 3], types[(i * 7) % 4], json!({"n": i}));
