@@ -4,17 +4,27 @@
 //! gets an id derived from (reactor name, input event id, index), so a retry, a crash between the
 //! append and the checkpoint, or a replay from position 0 never records the same fact twice: the
 //! store answers a re-append of a stored id with the original positions and writes nothing.
-//! Reactors may read the clock (they are given `now`); projectors never do.
+//! Reactors may read the clock (they are given `now`) and what other read models say (in
+//! [`load`](Reactor::load)); projectors may do neither.
+//!
+//! Per batch the runner loads the reactor's context once, decides every reaction, appends them
+//! all concurrently (so the event store's group commit writes them in few transactions; appends
+//! to one stream stay in order) and then moves the checkpoint.
+
+use std::collections::HashMap;
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use command_side::event_store::{
-    EventStore, EventStoreError, EventTail, ExpectedVersion, PgEventStore,
-};
+use command_side::event_store::postgres::{ReadFilter, EVENTS_CHANNEL};
+use command_side::event_store::{EventStore, EventStoreError, ExpectedVersion, PgEventStore};
 use events_schema::{EventId, NewEvent, RecordedEvent, StreamId};
+use futures::FutureExt;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
 
 use crate::checkpoint;
 use crate::projector::FoldError;
-use crate::runtime::{RetryPolicy, RuntimeError};
+use crate::runtime::{read_batch, Batch, RetryPolicy, RuntimeError, IDLE_POLL};
 
 /// One event a reactor wants appended.
 #[derive(Debug, Clone)]
@@ -29,11 +39,34 @@ pub struct Reaction {
 
 /// Decides which events an event causes.
 pub trait Reactor: Send + Sync + 'static {
+    /// What the reactions to one batch depend on beyond the events themselves (for example the
+    /// previous inventory of each system in the batch), loaded once per batch.
+    type Context: Send;
+
     /// Stable name: the checkpoint key and the namespace of derived event ids.
     fn name(&self) -> &'static str;
 
-    /// The events `event` causes, given the time now.
-    fn react(&self, event: &RecordedEvent, now: DateTime<Utc>) -> Result<Vec<Reaction>, FoldError>;
+    /// The only event types this reactor reacts to, or `None` for every type. Declaring them
+    /// lets the runner read only those events (and move its checkpoint over the rest).
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
+    /// Loads the context for `events` (a batch, in log order). It may read any table.
+    fn load(
+        &self,
+        pool: &PgPool,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = Result<Self::Context, sqlx::Error>> + Send;
+
+    /// The events `event` causes, given the batch's context and the time now. It may update the
+    /// context for the events after it in the same batch.
+    fn react(
+        &self,
+        context: &mut Self::Context,
+        event: &RecordedEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Reaction>, FoldError>;
 }
 
 /// Runs one reactor from its checkpoint.
@@ -42,6 +75,15 @@ pub struct ReactorRunner<R: Reactor> {
     reactor: R,
     batch_size: i64,
     retry: RetryPolicy,
+}
+
+/// One append a reaction asked for: target stream, expectation, event (with its derived id).
+type Append = (StreamId, ExpectedVersion, NewEvent);
+
+/// The reactions to one input event, with their derived ids already set.
+struct Reactions<'e> {
+    input: &'e RecordedEvent,
+    appends: Vec<Append>,
 }
 
 impl<R: Reactor> ReactorRunner<R> {
@@ -61,6 +103,11 @@ impl<R: Reactor> ReactorRunner<R> {
         self
     }
 
+    /// The reactor this runner runs.
+    pub fn reactor(&self) -> &R {
+        &self.reactor
+    }
+
     /// The id of the `index`-th event caused by `input`: the same input always gives the same ids.
     pub fn derived_id(&self, input: &RecordedEvent, index: usize) -> EventId {
         let mut key = input.event_id.0.as_bytes().to_vec();
@@ -68,16 +115,25 @@ impl<R: Reactor> ReactorRunner<R> {
         EventId::derived(self.reactor.name(), &key)
     }
 
+    async fn next_batch(&self, after: i64) -> Result<Batch, RuntimeError> {
+        let filter = ReadFilter {
+            event_types: self.reactor.event_types(),
+            skip_payloads: false,
+        };
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(read_batch(&mut conn, filter, self.batch_size, after, None).await?)
+    }
+
     /// Reacts to every event up to the head and returns the checkpoint.
     pub async fn catch_up(&self) -> Result<i64, RuntimeError> {
         let mut position = checkpoint::ensure(self.store.pool(), self.reactor.name()).await?;
         loop {
-            let events = self.store.read_all(position, self.batch_size).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
+            let batch = self.next_batch(position).await?;
+            if batch.end <= position {
                 return Ok(position);
-            };
-            self.process(&events).await?;
-            position = last;
+            }
+            self.process(&batch).await?;
+            position = batch.end;
         }
     }
 
@@ -87,101 +143,177 @@ impl<R: Reactor> ReactorRunner<R> {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), RuntimeError> {
-        let start = checkpoint::ensure(self.store.pool(), self.reactor.name()).await?;
-        let mut tail = EventTail::start(self.store.clone(), start, self.batch_size).await?;
+        let name = self.reactor.name();
+        let mut listener = PgListener::connect_with(self.store.pool()).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let mut position = checkpoint::ensure(self.store.pool(), name).await?;
         tokio::pin!(shutdown);
         loop {
-            let events = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                events = tail.next_batch() => events?,
-            };
-            // Database failures are waited out with backoff (only the waits give way to
-            // `shutdown`); the checkpoint does not move until the batch is done.
-            let mut attempt = 0;
-            while let Err(error) = self.process(&events).await {
-                attempt += 1;
-                let delay = self.retry.delay(attempt);
-                metrics::counter!("fleetlog_projection_errors_total", "projector" => self.reactor.name())
-                    .increment(1);
-                tracing::error!(reactor = self.reactor.name(), %error, retry_in_ms = delay.as_millis() as u64,
-                    "reaction batch failed");
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
-                }
+            if shutdown.as_mut().now_or_never().is_some() {
+                return Ok(());
             }
+            let batch = match self.next_batch(position).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    if !self.wait_after_failure(&error, 1, shutdown.as_mut()).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            if batch.end > position {
+                // Database failures are waited out with backoff (only the waits give way to
+                // `shutdown`); the checkpoint does not move until the batch is done.
+                let mut attempt = 0;
+                while let Err(error) = self.process(&batch).await {
+                    attempt += 1;
+                    if !self
+                        .wait_after_failure(&error, attempt, shutdown.as_mut())
+                        .await
+                    {
+                        return Ok(());
+                    }
+                }
+                position = batch.end;
+                continue;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                notified = listener.recv() => { notified?; }
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            while listener.next_buffered().is_some() {}
         }
     }
 
-    /// Reacts to a batch, then moves the checkpoint past it. Appends come first: a crash in
-    /// between only makes the next run re-append ids the store already has.
-    async fn process(&self, events: &[RecordedEvent]) -> Result<(), RuntimeError> {
+    /// Logs and counts a failed batch, then waits the retry delay; false when `shutdown`
+    /// resolved during the wait.
+    async fn wait_after_failure<S: Future<Output = ()>>(
+        &self,
+        error: &RuntimeError,
+        attempt: u32,
+        shutdown: std::pin::Pin<&mut S>,
+    ) -> bool {
         let name = self.reactor.name();
-        let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(());
-        };
+        let delay = self.retry.delay(attempt);
+        metrics::counter!("fleetlog_projection_errors_total", "projector" => name).increment(1);
+        tracing::error!(reactor = name, %error, retry_in_ms = delay.as_millis() as u64,
+            "reaction batch failed");
+        tokio::select! {
+            _ = shutdown => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Reacts to a batch, then moves the checkpoint to its end. Appends come first: a crash in
+    /// between only makes the next run re-append ids the store already has.
+    async fn process(&self, batch: &Batch) -> Result<(), RuntimeError> {
+        let name = self.reactor.name();
         let done = checkpoint::ensure(self.store.pool(), name).await?;
-        for event in events.iter().filter(|e| e.position > done) {
-            self.react_or_park(event).await?;
+        // Events are in position order: the ones not yet reacted to are a suffix.
+        let first_new = batch.events.partition_point(|e| e.position <= done);
+        let events = &batch.events[first_new..];
+        let span = tracing::info_span!(
+            "reaction_batch",
+            reactor = name,
+            from = events.first().map(|e| e.position),
+            to = batch.end,
+            events = events.len()
+        );
+        let _entered = span.enter();
+        if !events.is_empty() {
+            self.react_to(events).await?;
         }
         let mut tx = self.store.pool().begin().await?;
-        if checkpoint::lock(&mut tx, name).await? < last {
-            checkpoint::advance(&mut tx, name, last).await?;
+        if checkpoint::lock(&mut tx, name).await? < batch.end {
+            checkpoint::advance(&mut tx, name, batch.end).await?;
         }
         tx.commit().await?;
+        metrics::counter!("fleetlog_reactor_events_total", "reactor" => name)
+            .increment(events.len() as u64);
         Ok(())
     }
 
-    /// Reacts to one event, retrying with backoff; a reaction that keeps failing parks the event.
-    /// Database failures are returned (the checkpoint does not move; a later retry is safe).
-    async fn react_or_park(&self, event: &RecordedEvent) -> Result<(), RuntimeError> {
-        let name = self.reactor.name();
-        let mut attempt = 1;
-        loop {
-            let reason = match self.reactor.react(event, Utc::now()) {
-                Ok(reactions) => match self.append_all(event, reactions).await {
-                    Ok(()) => return Ok(()),
-                    Err(EventStoreError::Database(error)) => return Err(error.into()),
-                    Err(EventStoreError::Unavailable) => {
-                        return Err(EventStoreError::Unavailable.into())
-                    }
-                    Err(other) => other.to_string(),
-                },
-                Err(error) => error.to_string(),
-            };
-            if attempt >= self.retry.max_attempts.max(1) {
-                tracing::warn!(reactor = name, position = event.position, %reason, "parking event");
-                let mut tx = self.store.pool().begin().await?;
-                if checkpoint::lock(&mut tx, name).await? < event.position {
-                    checkpoint::park(&mut tx, name, event, &reason, attempt).await?;
-                }
-                tx.commit().await?;
-                metrics::counter!("fleetlog_projection_parked_total", "projector" => name)
-                    .increment(1);
-                return Ok(());
+    /// Decides and appends the reactions to `events`. An event whose reaction cannot be decided
+    /// (the reactor refuses it) or cannot be appended (say, a version conflict) is parked;
+    /// database failures are returned, and the whole batch is tried again later (safe: ids are
+    /// derived).
+    async fn react_to(&self, events: &[RecordedEvent]) -> Result<(), RuntimeError> {
+        let mut context = self.reactor.load(self.store.pool(), events).await?;
+        let now = Utc::now();
+        let mut decided = Vec::with_capacity(events.len());
+        for event in events {
+            match self.reactor.react(&mut context, event, now) {
+                Ok(reactions) => decided.push(self.with_derived_ids(event, reactions)),
+                Err(error) => self.park(event, &error.to_string()).await?,
             }
-            tokio::time::sleep(self.retry.delay(attempt)).await;
-            attempt += 1;
         }
+        // One chain of appends per target stream (in order), the chains concurrently.
+        let mut chains: HashMap<&StreamId, Vec<(usize, &Append)>> = HashMap::new();
+        for (input, reactions) in decided.iter().enumerate() {
+            for append in &reactions.appends {
+                chains.entry(&append.0).or_default().push((input, append));
+            }
+        }
+        let store = &self.store;
+        let outcomes = futures::future::join_all(chains.into_values().map(|chain| async move {
+            let mut failed = Vec::new();
+            // Each append is judged on its own: one that conflicts fails only its input.
+            for (input, (stream, expected, event)) in chain {
+                if let Err(error) = store.append(stream, *expected, vec![event.clone()]).await {
+                    failed.push((input, error));
+                }
+            }
+            failed
+        }))
+        .await;
+        let mut parked = std::collections::HashSet::new();
+        for (input, error) in outcomes.into_iter().flatten() {
+            match error {
+                EventStoreError::Database(error) => return Err(error.into()),
+                EventStoreError::Unavailable => return Err(EventStoreError::Unavailable.into()),
+                other => {
+                    if parked.insert(input) {
+                        self.park(decided[input].input, &other.to_string()).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
-    async fn append_all(
+    fn with_derived_ids<'e>(
         &self,
-        input: &RecordedEvent,
+        input: &'e RecordedEvent,
         reactions: Vec<Reaction>,
-    ) -> Result<(), EventStoreError> {
-        for (index, reaction) in reactions.into_iter().enumerate() {
-            let mut event = reaction.event.with_event_id(self.derived_id(input, index));
-            event.metadata.causation_id = Some(input.event_id.0);
-            event.metadata.correlation_id = event
-                .metadata
-                .correlation_id
-                .or(input.metadata.correlation_id);
-            event.metadata.source = Some(self.reactor.name().to_owned());
-            self.store
-                .append(&reaction.stream_id, reaction.expected, vec![event])
-                .await?;
+    ) -> Reactions<'e> {
+        let appends = reactions
+            .into_iter()
+            .enumerate()
+            .map(|(index, reaction)| {
+                let mut event = reaction.event.with_event_id(self.derived_id(input, index));
+                event.metadata.causation_id = Some(input.event_id.0);
+                event.metadata.correlation_id = event
+                    .metadata
+                    .correlation_id
+                    .or(input.metadata.correlation_id);
+                event.metadata.source = Some(self.reactor.name().to_owned());
+                (reaction.stream_id, reaction.expected, event)
+            })
+            .collect();
+        Reactions { input, appends }
+    }
+
+    /// Parks `event` with `reason`, unless the checkpoint has already passed it.
+    async fn park(&self, event: &RecordedEvent, reason: &str) -> Result<(), RuntimeError> {
+        let name = self.reactor.name();
+        tracing::warn!(reactor = name, position = event.position, %reason, "parking event");
+        let mut tx = self.store.pool().begin().await?;
+        if checkpoint::lock(&mut tx, name).await? < event.position {
+            checkpoint::park(&mut tx, name, event, reason, 1).await?;
         }
+        tx.commit().await?;
+        metrics::counter!("fleetlog_projection_parked_total", "projector" => name).increment(1);
         Ok(())
     }
 }

@@ -75,18 +75,18 @@ pub enum ParkedRetry {
 
 /// A filtered batch covers at most `batch_size` times this many positions, so one read never
 /// scans an unbounded stretch of events the projector ignores.
-const SCAN_WINDOW_BATCHES: i64 = 64;
+pub(crate) const SCAN_WINDOW_BATCHES: i64 = 64;
 
 /// How long a caught-up live runner sleeps without a notification before it looks anyway (a
 /// safety net for notifications lost while the listener reconnects).
-const IDLE_POLL: Duration = Duration::from_secs(5);
+pub(crate) const IDLE_POLL: Duration = Duration::from_secs(5);
 
 /// One read of the log: every event the projector wants in the positions `(after, end]`, in
 /// order. Applying it moves the checkpoint to `end`, even past the last event (or with none), so
 /// a projector that ignores most types does not read the ignored stretch again.
-struct Batch {
-    events: Vec<RecordedEvent>,
-    end: i64,
+pub(crate) struct Batch {
+    pub(crate) events: Vec<RecordedEvent>,
+    pub(crate) end: i64,
 }
 
 /// Why one attempt at a batch failed.
@@ -225,13 +225,7 @@ impl<P: Projector> ProjectionRunner<P> {
         }
     }
 
-    /// The next batch after `after`, not past `until`, read on `conn` (the pool's, or the
-    /// caller's transaction). Without declared types: up to `batch_size` events, ending at the
-    /// last one. With them: the events of those types in `(after, upper]`, where `upper` is the
-    /// smallest of the head, `until` and `after` + the scan window; when `batch_size` of them come
-    /// back the batch ends at the last one (more may follow), otherwise at `upper`. The head is
-    /// read before the events, so every position up to it is visible to the event read (positions
-    /// are commit-ordered): a window that ends there cannot miss an event.
+    /// The next batch after `after`, not past `until` (see [`read_batch`]).
     async fn read_batch(
         &self,
         conn: &mut PgConnection,
@@ -242,36 +236,7 @@ impl<P: Projector> ProjectionRunner<P> {
             event_types: self.projector.event_types(),
             skip_payloads: !self.projector.reads_payloads(),
         };
-        if filter.event_types.is_none() {
-            let limit = until.map_or(self.batch_size, |until| self.batch_size.min(until - after));
-            if limit <= 0 {
-                return Ok(Batch {
-                    events: Vec::new(),
-                    end: after,
-                });
-            }
-            let events = read_range_on(&mut *conn, after, None, limit, filter).await?;
-            let end = events.last().map_or(after, |e| e.position);
-            return Ok(Batch { events, end });
-        }
-        let head = head_position_on(&mut *conn).await?;
-        let window = self.batch_size.saturating_mul(SCAN_WINDOW_BATCHES);
-        let mut upper = head.min(after.saturating_add(window));
-        if let Some(until) = until {
-            upper = upper.min(until);
-        }
-        if upper <= after {
-            return Ok(Batch {
-                events: Vec::new(),
-                end: after,
-            });
-        }
-        let events = read_range_on(&mut *conn, after, Some(upper), self.batch_size, filter).await?;
-        let end = match events.last() {
-            Some(last) if events.len() as i64 >= self.batch_size => last.position,
-            _ => upper,
-        };
-        Ok(Batch { events, end })
+        read_batch(conn, filter, self.batch_size, after, until).await
     }
 
     /// Follows the log live (woken by `NOTIFY`) until `shutdown` resolves. Database failures are
@@ -539,6 +504,52 @@ impl<P: Projector> ProjectionRunner<P> {
                 .set(parked as f64);
         }
     }
+}
+
+/// The next batch after `after`, not past `until`, read on `conn` (the pool's, or the caller's
+/// transaction). Without declared types: up to `batch_size` events, ending at the last one. With
+/// them: the events of those types in `(after, upper]`, where `upper` is the smallest of the head,
+/// `until` and `after` + the scan window; when `batch_size` of them come back the batch ends at
+/// the last one (more may follow), otherwise at `upper`. The head is read before the events, so
+/// every position up to it is visible to the event read (positions are commit-ordered): a window
+/// that ends there cannot miss an event.
+pub(crate) async fn read_batch(
+    conn: &mut PgConnection,
+    filter: ReadFilter<'_>,
+    batch_size: i64,
+    after: i64,
+    until: Option<i64>,
+) -> Result<Batch, EventStoreError> {
+    if filter.event_types.is_none() {
+        let limit = until.map_or(batch_size, |until| batch_size.min(until - after));
+        if limit <= 0 {
+            return Ok(Batch {
+                events: Vec::new(),
+                end: after,
+            });
+        }
+        let events = read_range_on(&mut *conn, after, None, limit, filter).await?;
+        let end = events.last().map_or(after, |e| e.position);
+        return Ok(Batch { events, end });
+    }
+    let head = head_position_on(&mut *conn).await?;
+    let window = batch_size.saturating_mul(SCAN_WINDOW_BATCHES);
+    let mut upper = head.min(after.saturating_add(window));
+    if let Some(until) = until {
+        upper = upper.min(until);
+    }
+    if upper <= after {
+        return Ok(Batch {
+            events: Vec::new(),
+            end: after,
+        });
+    }
+    let events = read_range_on(&mut *conn, after, Some(upper), batch_size, filter).await?;
+    let end = match events.last() {
+        Some(last) if events.len() as i64 >= batch_size => last.position,
+        _ => upper,
+    };
+    Ok(Batch { events, end })
 }
 
 /// Seconds between the last applied event's commit and now (the runtime may read the clock;

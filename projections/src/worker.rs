@@ -1,16 +1,19 @@
-//! Supervising a projector in a process that may share it with others: take its lease, run it
+//! Supervising a projector (or a reactor, or any leased job) in a process that may share it with others: take its lease, run it
 //! while the lease is held, hand over when the process stops, take over when another one dies.
 
 use std::future::Future;
 use std::time::Duration;
 
 use command_side::event_store::PgEventStore;
+use futures::future::BoxFuture;
 use futures::FutureExt;
+use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::lease;
 use crate::projector::Projector;
-use crate::runtime::{checkpoint_key, ProjectionRunner};
+use crate::reactor::{Reactor, ReactorRunner};
+use crate::runtime::{checkpoint_key, ProjectionRunner, RuntimeError};
 
 /// How a supervised projector runs.
 #[derive(Debug, Clone)]
@@ -52,14 +55,53 @@ pub async fn supervise<P: Projector>(
 ) {
     let projector = make();
     let key = checkpoint_key(projector.name(), partition, projector.partitions());
-    let name = key.as_str();
     let pool = store.pool().clone();
+    let (batch_size, linger) = (options.batch_size, options.linger);
+    while_leased(&pool, &key, &options, shutdown, |stop| {
+        ProjectionRunner::new(store.clone(), make(), batch_size)
+            .for_partition(partition)
+            .with_linger(linger)
+            .run(stop)
+    })
+    .await;
+}
+
+/// Runs `make()`'s reactor whenever this process holds its lease, until `shutdown` resolves
+/// (see [`while_leased`]).
+pub async fn supervise_reactor<R: Reactor>(
+    store: PgEventStore,
+    make: impl Fn() -> R + Send,
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let key = make().name();
+    let pool = store.pool().clone();
+    let batch_size = options.batch_size;
+    while_leased(&pool, key, &options, shutdown, |stop| {
+        ReactorRunner::new(store.clone(), make(), batch_size).run(stop)
+    })
+    .await;
+}
+
+/// Runs `run(stop)` whenever this process holds the lease named `key`, until `shutdown`
+/// resolves: `stop` resolves when the lease is lost or at shutdown, and `run` is expected to
+/// return then (between batches: it is never cancelled from outside mid-transaction). A run that
+/// fails is logged and counted; the lease is given up for a while so another process may take
+/// over, then taken again. Only returns at shutdown.
+pub async fn while_leased<'s, F>(
+    pool: &PgPool,
+    key: &str,
+    options: &WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 's,
+    mut run: impl FnMut(BoxFuture<'s, ()>) -> F,
+) where
+    F: Future<Output = Result<(), RuntimeError>>,
+{
+    let name = key;
     let renew_every = options.lease_ttl / 3;
-    // Shared, so the runner can stop between batches on it: a runner is never cancelled from
-    // outside in the middle of a transaction.
-    let shutdown = shutdown.shared();
+    let shutdown = shutdown.boxed().shared();
     loop {
-        let held = match lease::acquire(&pool, name, &options.holder, options.lease_ttl).await {
+        let held = match lease::acquire(pool, name, &options.holder, options.lease_ttl).await {
             Ok(held) => held,
             Err(error) => {
                 tracing::warn!(projector = name, %error, "cannot reach the lease table");
@@ -73,14 +115,14 @@ pub async fn supervise<P: Projector>(
             }
         }
         tracing::info!(projector = name, holder = %options.holder, "lease taken; running");
-        metrics::gauge!("fleetlog_projection_lease_held", "projector" => key.clone()).set(1.0);
+        metrics::gauge!("fleetlog_projection_lease_held", "projector" => key.to_owned()).set(1.0);
         let (lost_tx, mut lost_rx) = watch::channel(false);
         let renewer = {
             let (pool, holder, ttl, key) = (
                 pool.clone(),
                 options.holder.clone(),
                 options.lease_ttl,
-                key.clone(),
+                key.to_owned(),
             );
             tokio::spawn(async move {
                 loop {
@@ -92,9 +134,6 @@ pub async fn supervise<P: Projector>(
                 }
             })
         };
-        let runner = ProjectionRunner::new(store.clone(), make(), options.batch_size)
-            .for_partition(partition)
-            .with_linger(options.linger);
         let stop = {
             let shutdown = shutdown.clone();
             async move {
@@ -104,23 +143,23 @@ pub async fn supervise<P: Projector>(
                 futures::future::select(lease_lost, shutdown).await;
             }
         };
-        let result = runner.run(stop).await;
+        let result = run(stop.boxed()).await;
         // The renewer must be gone before the lease is given up, or it would take it back.
         renewer.abort();
         let _ = renewer.await;
-        metrics::gauge!("fleetlog_projection_lease_held", "projector" => key.clone()).set(0.0);
+        metrics::gauge!("fleetlog_projection_lease_held", "projector" => key.to_owned()).set(0.0);
         if shutdown.peek().is_some() {
-            let _ = lease::release(&pool, name, &options.holder).await;
+            let _ = lease::release(pool, name, &options.holder).await;
             return;
         }
         match result {
             Ok(()) => tracing::warn!(projector = name, "lease lost; stepping back"),
             Err(error) => {
-                tracing::error!(projector = name, %error, "projector stopped; retrying");
-                metrics::counter!("fleetlog_projection_errors_total", "projector" => key.clone())
+                tracing::error!(projector = name, %error, "stopped; retrying");
+                metrics::counter!("fleetlog_projection_errors_total", "projector" => key.to_owned())
                     .increment(1);
                 // Give another process the chance to take over, then try again.
-                let _ = lease::release(&pool, name, &options.holder).await;
+                let _ = lease::release(pool, name, &options.holder).await;
                 tokio::select! {
                     _ = shutdown.clone() => return,
                     _ = tokio::time::sleep(options.lease_ttl) => {}

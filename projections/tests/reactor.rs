@@ -14,11 +14,22 @@ use sqlx::PgPool;
 struct PingPong;
 
 impl Reactor for PingPong {
+    type Context = ();
+
     fn name(&self) -> &'static str {
         "ping_pong"
     }
 
-    fn react(&self, event: &RecordedEvent, now: DateTime<Utc>) -> Result<Vec<Reaction>, FoldError> {
+    async fn load(&self, _: &PgPool, _: &[RecordedEvent]) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    fn react(
+        &self,
+        (): &mut (),
+        event: &RecordedEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Reaction>, FoldError> {
         if event.event_type != "Ping" {
             return Ok(vec![]);
         }
@@ -146,4 +157,99 @@ async fn a_live_reactor_answers_new_events_as_they_are_committed(pool: PgPool) {
     }
     live.abort();
     assert_eq!(count(&pool, "Pong").await, 6);
+}
+
+/// Echoes every `Ping` onto one shared stream with an exact expected version, counted from what
+/// the stream holds (its context); a ping marked `conflict` expects a version that cannot be.
+struct Echo;
+
+impl Reactor for Echo {
+    type Context = i64;
+
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["Ping"])
+    }
+
+    async fn load(&self, pool: &PgPool, events: &[RecordedEvent]) -> Result<i64, sqlx::Error> {
+        assert!(events.iter().all(|e| e.event_type == "Ping"));
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE stream_id = 'alert-echo'")
+            .fetch_one(pool)
+            .await
+    }
+
+    fn react(
+        &self,
+        version: &mut i64,
+        event: &RecordedEvent,
+        _: DateTime<Utc>,
+    ) -> Result<Vec<Reaction>, FoldError> {
+        let expected = if event.payload["conflict"] == true {
+            ExpectedVersion::Exact(*version + 100)
+        } else {
+            *version += 1;
+            ExpectedVersion::Exact(*version - 1)
+        };
+        Ok(vec![Reaction {
+            stream_id: StreamId::alert("echo"),
+            expected,
+            event: NewEvent {
+                event_type: "Echo".into(),
+                payload: json!({"ping": event.payload["i"]}),
+                ..ping(event.tenant_id, json!({}))
+            },
+        }])
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_filtered_reactor_appends_a_batch_in_order_and_parks_only_what_conflicts(pool: PgPool) {
+    let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
+    let tenant = TenantId::new();
+    let streams: Vec<StreamId> = (0..5)
+        .map(|_| StreamId::system(uuid::Uuid::now_v7()))
+        .collect();
+    for i in 0..40 {
+        let payload = json!({"i": i, "conflict": i == 13});
+        let mut events = vec![ping(tenant, payload)];
+        events[0].event_type = if i % 3 == 0 { "Heartbeat" } else { "Ping" }.into();
+        store
+            .append(&streams[i % 5], ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let runner = ReactorRunner::new(store.clone(), Echo, 8);
+    let reached = runner.catch_up().await.unwrap();
+    assert_eq!(
+        reached,
+        store.head_position().await.unwrap(),
+        "the checkpoint passes the ignored events and the echoes too"
+    );
+
+    let echoes = store
+        .read_stream(&StreamId::alert("echo"), 1, 100)
+        .await
+        .unwrap();
+    let pinged: Vec<i64> = echoes
+        .iter()
+        .map(|e| e.payload["ping"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = (0..40).filter(|i| i % 3 != 0 && *i != 13).collect();
+    assert_eq!(pinged, expected, "one echo per ping, in log order");
+    let parked = projections::checkpoint::parked(&pool, Some("echo"))
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].position, 14, "the conflicting ping, and only it");
+
+    // Running again appends nothing, however far back the checkpoint goes.
+    sqlx::query("UPDATE projection_checkpoints SET position = 0 WHERE projector = 'echo'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    runner.catch_up().await.unwrap();
+    assert_eq!(count(&pool, "Echo").await, expected.len() as i64);
 }
