@@ -131,6 +131,18 @@ pub struct ProjectConfig {
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     #[arg(long, env = "METRICS_ADDRESS")]
     pub metrics_address: Option<String>,
+
+    /// NATS settings (liveness alerts are published when NATS_URL is set).
+    #[command(flatten)]
+    pub nats: NatsConfig,
+
+    /// Liveness monitor settings.
+    #[command(flatten)]
+    pub liveness: LivenessConfig,
+
+    /// Inventory history settings.
+    #[command(flatten)]
+    pub inventory: InventoryConfig,
 }
 
 /// What ingest clients may send, and how their credentials are checked.
@@ -200,6 +212,60 @@ pub struct NatsConfig {
         default_value = "fleetlog-telemetry"
     )]
     pub nats_telemetry_consumer: String,
+
+    /// JetStream stream created to keep liveness alerts, if no stream captures them yet.
+    #[arg(long, env = "NATS_ALERT_STREAM", default_value = "FLEETLOG_ALERTS")]
+    pub nats_alert_stream: String,
+
+    /// Subject prefix of liveness alerts: they go to `{prefix}.{tenant id}.gw_offline`.
+    #[arg(long, env = "NATS_ALERT_SUBJECT_PREFIX", default_value = "alert")]
+    pub nats_alert_subject_prefix: String,
+}
+
+/// The liveness monitor.
+#[derive(Debug, Clone, Args)]
+pub struct LivenessConfig {
+    /// Minutes without a sign of life before a system counts as silent, unless its tenant or the
+    /// system itself sets another timeout.
+    #[arg(long, env = "HEARTBEAT_TIMEOUT_MINUTES", default_value_t = 10)]
+    pub heartbeat_timeout_minutes: u32,
+
+    /// Seconds between two checks of the fleet.
+    #[arg(long, env = "HEARTBEAT_CHECK_INTERVAL_S", default_value_t = 60)]
+    pub heartbeat_check_interval_s: u64,
+
+    /// After start, seconds during which nobody is declared silent (agents catch up after an
+    /// outage of Fleetlog itself).
+    #[arg(long, env = "LIVENESS_GRACE_S", default_value_t = 120)]
+    pub liveness_grace_s: u64,
+}
+
+impl LivenessConfig {
+    /// As the monitor takes it.
+    pub fn monitor(&self) -> projections::monitor::MonitorConfig {
+        projections::monitor::MonitorConfig {
+            tick: Duration::from_secs(self.heartbeat_check_interval_s.max(1)),
+            grace: Duration::from_secs(self.liveness_grace_s),
+            default_timeout_minutes: self.heartbeat_timeout_minutes.clamp(1, 525_600) as i32,
+            ..Default::default()
+        }
+    }
+}
+
+/// Inventory history jobs.
+#[derive(Debug, Clone, Args)]
+pub struct InventoryConfig {
+    /// Seconds between two passes of inventory snapshot retention, which prunes the documents of
+    /// old reports that retention no longer keeps (one pass also runs at start-up).
+    #[arg(long, env = "INVENTORY_RETENTION_INTERVAL_S", default_value_t = 3600)]
+    pub inventory_retention_interval_s: u64,
+}
+
+impl InventoryConfig {
+    /// The retention schedule.
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_secs(self.inventory_retention_interval_s.max(1))
+    }
 }
 
 /// The HTTP server.
@@ -230,7 +296,15 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub ingest: IngestConfig,
 
-    /// JetStream intake settings.
+    /// JetStream intake and alert settings.
     #[command(flatten)]
     pub nats: NatsConfig,
+
+    /// Liveness monitor settings.
+    #[command(flatten)]
+    pub liveness: LivenessConfig,
+
+    /// Inventory history settings.
+    #[command(flatten)]
+    pub inventory: InventoryConfig,
 }

@@ -39,13 +39,34 @@ pub fn app(
     app_with(store, admin_token, metrics, &IngestConfig::default())
 }
 
-/// The whole HTTP API: the write side, the read side, health, readiness, metrics and the
-/// OpenAPI description. Starts the task that forgets cached credentials when they change.
+/// The whole HTTP API with the given ingest settings and the default heartbeat timeout
+/// (`projections::liveness::DEFAULT_HEARTBEAT_TIMEOUT_MINUTES`).
 pub fn app_with(
     store: PgEventStore,
     admin_token: Arc<str>,
     metrics: Option<PrometheusHandle>,
     ingest: &IngestConfig,
+) -> Router {
+    app_with_liveness(
+        store,
+        admin_token,
+        metrics,
+        ingest,
+        projections::liveness::DEFAULT_HEARTBEAT_TIMEOUT_MINUTES,
+    )
+}
+
+/// The whole HTTP API: the write side, the read side, health, readiness, metrics and the
+/// OpenAPI description. Starts the task that forgets cached credentials when they change.
+/// `default_timeout_minutes` is the liveness monitor's default heartbeat timeout
+/// ([`LivenessConfig::monitor`](crate::config::LivenessConfig::monitor)), which the read API
+/// reports for systems without their own or their tenant's timeout.
+pub fn app_with_liveness(
+    store: PgEventStore,
+    admin_token: Arc<str>,
+    metrics: Option<PrometheusHandle>,
+    ingest: &IngestConfig,
+    default_timeout_minutes: i32,
 ) -> Router {
     let server = ServerState {
         pool: store.pool().clone(),
@@ -68,6 +89,7 @@ pub fn app_with(
         events: store,
         admin_token,
         projectors,
+        default_timeout_minutes,
     });
     let openapi = Arc::new(openapi_document(write_paths, read_paths));
     Router::new()

@@ -18,6 +18,7 @@ pub mod database;
 pub mod http;
 pub mod operate;
 pub mod projectors;
+pub mod reactors;
 pub mod schemas;
 pub mod serve;
 pub mod telemetry;

@@ -69,6 +69,9 @@ enum Command {
     /// Events projectors could not apply: list, retry or skip them.
     #[command(subcommand)]
     Parked(ParkedCommand),
+    /// Inventory history maintenance.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -130,6 +133,23 @@ enum ParkedCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum InventoryCommand {
+    /// Run one pass of snapshot retention now: prune the documents of old inventory reports
+    /// that retention no longer keeps (what the scheduled job does every
+    /// INVENTORY_RETENTION_INTERVAL_S) and print what it did.
+    Prune {
+        /// Apply retention as of this RFC 3339 time instead of now.
+        #[arg(long)]
+        now: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Group-commit append throughput against raw COPY of the same rows.
     Append(AppendBench),
@@ -137,6 +157,12 @@ enum BenchCommand {
     Replay(ReplayBench),
     /// Ingest throughput and latency over HTTP against raw COPY of the same rows.
     Ingest(fleetlog::bench::ingest::IngestBench),
+    /// One tick of the liveness monitor over a large fleet.
+    Liveness(fleetlog::bench::liveness::LivenessBench),
+    /// Inventory reports per second through the diff reactor, against reading them back.
+    DiffReactor(fleetlog::bench::diff_reactor::DiffReactorBench),
+    /// Inventory differ throughput against json-patch's diff on the same pairs (no database).
+    Diff(fleetlog::bench::diff::DiffBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +262,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }) => {
             operate::parked_skip(&database::connect(&database).await?, &projector, position).await
         }
+        Command::Inventory(InventoryCommand::Prune {
+            now,
+            json,
+            database,
+        }) => inventory_prune(&database, now.as_deref(), json).await,
         Command::Migrate(config) => {
             let pool = database::connect(&config).await?;
             database::migrate(&pool).await
@@ -246,9 +277,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Ingest(options)) => {
             fleetlog::bench::ingest::run(options).await
         }
+        Command::Bench(BenchCommand::Liveness(options)) => {
+            fleetlog::bench::liveness::run(options).await
+        }
+        Command::Bench(BenchCommand::DiffReactor(options)) => {
+            fleetlog::bench::diff_reactor::run(options).await
+        }
         Command::Bench(BenchCommand::Replay(options)) => {
             fleetlog::bench::replay::run(options).await
         }
+        Command::Bench(BenchCommand::Diff(options)) => fleetlog::bench::diff::run(options),
         Command::Schemas(SchemasCommand::Export { out }) => {
             let written = schemas::export(&out)?;
             eprintln!("wrote {written} schemas to {}", out.display());
@@ -278,4 +316,46 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `fleetlog inventory prune`: one pass of snapshot retention as of `now` (default: the clock).
+async fn inventory_prune(
+    database: &DatabaseConfig,
+    now: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let now = match now {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .with_context(|| format!("--now {text:?} is not an RFC 3339 time"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    let pool = database::connect(database).await?;
+    let store = command_side::event_store::PgEventStore::start(
+        pool.clone(),
+        command_side::event_store::GroupCommitConfig::default(),
+    );
+    eprintln!("pruning inventory snapshots as of {}", now.to_rfc3339());
+    let report = projections::inventory::SnapshotRetention::new(store)
+        .run_once(now)
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} systems: {} documents pruned, {} snapshots kept, {} held back{}",
+            report.systems,
+            report.pruned,
+            report.kept,
+            report.held_back,
+            if report.interrupted {
+                " (stopped early: a rebuild of the inventory projector runs)"
+            } else {
+                ""
+            }
+        );
+    }
+    pool.close().await;
+    Ok(())
 }

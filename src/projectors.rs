@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::serve::Stop;
 
 /// Names of every projector.
-pub const NAMES: &[&str] = &["event_type_counts", "registry"];
+pub const NAMES: &[&str] = &["event_type_counts", "registry", "liveness", "inventory"];
 
 /// Evaluates `$body` with `$make` bound to a constructor of the projector named `$name`:
 /// `Some(result)`, or `None` for an unknown name. The one place a name becomes a type.
@@ -26,6 +26,14 @@ macro_rules! with_projector {
             }
             "registry" => {
                 let $make = || projections::Registry;
+                Some($body)
+            }
+            "liveness" => {
+                let $make = || projections::Liveness;
+                Some($body)
+            }
+            "inventory" => {
+                let $make = || projections::inventory::InventoryHistory;
                 Some($body)
             }
             _ => None,
@@ -68,8 +76,20 @@ pub async fn run_all(store: PgEventStore, options: WorkerOptions, stop: &Stop) {
             || stop.requested()
         ),
         supervise_all(
-            store,
+            store.clone(),
             || projections::Registry,
+            options.clone(),
+            || stop.requested()
+        ),
+        supervise_all(
+            store.clone(),
+            || projections::Liveness,
+            options.clone(),
+            || stop.requested()
+        ),
+        supervise_all(
+            store,
+            || projections::inventory::InventoryHistory,
             options,
             || stop.requested()
         ),

@@ -1,4 +1,5 @@
-//! The roles a process runs: `fleetlog serve` (everything), `fleetlog project` (projections only).
+//! The roles a process runs: `fleetlog serve` (everything), `fleetlog project` (projectors,
+//! reactors and the liveness monitor only).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 use command_side::intake::jetstream::{self, IntakeError, JetStreamIntakeConfig};
 
 use crate::config::{NatsConfig, ProjectConfig, ServeConfig};
-use crate::{database, http, projectors};
+use crate::{database, http, projectors, reactors};
 
 /// `fleetlog serve`: migrates, then serves HTTP and runs every projector (under leases, so
 /// several processes can share them) until Ctrl-C or SIGTERM.
@@ -35,13 +36,28 @@ pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Resu
     let stop = Stop::on_signal();
     let server = axum::serve(
         listener,
-        http::app_with(store.clone(), admin_token, Some(metrics), &config.ingest)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        http::app_with_liveness(
+            store.clone(),
+            admin_token,
+            Some(metrics),
+            &config.ingest,
+            config.liveness.monitor().default_timeout_minutes,
+        )
+        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(stop.requested());
     let intake = jetstream_intake(&config.nats, store.clone(), &stop);
-    let projectors = projectors::run_all(store, config.projection.worker_options(), &stop);
-    let (served, (), intake) = tokio::join!(server, projectors, intake);
+    let options = config.projection.worker_options();
+    let projectors = projectors::run_all(store.clone(), options.clone(), &stop);
+    let reactors = reactors::run_all(
+        store,
+        options,
+        &config.liveness,
+        &config.inventory,
+        &config.nats,
+        &stop,
+    );
+    let (served, (), (), intake) = tokio::join!(server, projectors, reactors, intake);
     served.context("HTTP server failed")?;
     intake.context("JetStream intake failed")?;
     pool.close().await;
@@ -111,7 +127,19 @@ pub async fn project(config: ProjectConfig, metrics: PrometheusHandle) -> anyhow
             .await
             .context("metrics server failed")
     };
-    let (served, ()) = tokio::join!(metrics_server, projectors::run_all(store, options, &stop));
+    let reactors = reactors::run_all(
+        store.clone(),
+        options.clone(),
+        &config.liveness,
+        &config.inventory,
+        &config.nats,
+        &stop,
+    );
+    let (served, (), ()) = tokio::join!(
+        metrics_server,
+        projectors::run_all(store, options, &stop),
+        reactors
+    );
     served?;
     pool.close().await;
     tracing::info!("stopped");

@@ -626,7 +626,7 @@ async fn pause_resume_and_decommission_gate_reports_within_the_tenant(pool: PgPo
         .expect_error(StatusCode::NOT_FOUND, "not_found");
     assert_eq!(count_of_type(&pool, "SystemPaused").await, 0);
 
-    // Each tenant lists only its own.
+    // Each tenant lists only its own (`GET /api/systems`, served by the read side).
     let listed = |reply: &Reply| -> Vec<String> {
         let mut ids: Vec<String> = reply.expect(StatusCode::OK)["systems"]
             .as_array()
@@ -702,6 +702,31 @@ async fn pause_resume_and_decommission_gate_reports_within_the_tenant(pool: PgPo
     heartbeat(&app, &sibling.auth())
         .await
         .expect(StatusCode::ACCEPTED);
+
+    // The list shows the registry's lifecycle at once (the registry is caught up before a
+    // command answers), and filters by it.
+    let list = get(&app, "/api/systems", &acme.auth()).await;
+    let list = list.expect(StatusCode::OK);
+    let lifecycle_of = |id: Uuid| {
+        list["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["system_id"] == json!(id))
+            .map(|s| s["lifecycle"].clone())
+    };
+    assert_eq!(
+        (
+            lifecycle_of(system.system_id),
+            lifecycle_of(sibling.system_id)
+        ),
+        (Some(json!("decommissioned")), Some(json!("active")))
+    );
+    assert_eq!(list["next_cursor"], Value::Null);
+    assert_eq!(
+        listed(&get(&app, "/api/systems?lifecycle=decommissioned", &acme.auth()).await),
+        [system.system_id.to_string()]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1411,6 +1436,9 @@ async fn the_openapi_document_is_served(pool: PgPool) {
         assert!(paths.contains_key(path), "{path} is not listed");
     }
     assert!(paths["/api/systems/heartbeat"].get("post").is_some());
+    // Registration (write side) and the list (read side) share one path.
+    assert!(paths["/api/systems"].get("post").is_some());
+    assert!(paths["/api/systems"].get("get").is_some());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::credentials::{self, SystemKey};
 use crate::error::{CommandError, Result};
 use crate::event_store::{EventStore, ExpectedVersion};
-use crate::extract::{Path, Query};
+use crate::extract::Path;
 use crate::http::{checked_text, AdminCaller, CommandState, JsonBody, MaybeJson, TenantCaller};
 use crate::lifecycle::{self, StatusCommand, StatusRefusal};
 use crate::registry::{self, system_stream, SystemRecord, SystemStatus, TenantRecord};
@@ -36,7 +36,7 @@ pub fn routes() -> OpenApiRouter<CommandState> {
         .routes(routes!(create_tenant, list_tenants))
         .routes(routes!(issue_token))
         .routes(routes!(revoke_token))
-        .routes(routes!(register_system, list_systems))
+        .routes(routes!(register_system))
         .routes(routes!(get_system))
         .routes(routes!(rotate_credentials))
         .routes(routes!(pause_system))
@@ -407,50 +407,6 @@ async fn new_secret() -> Result<(String, String)> {
         .await
         .map_err(CommandError::internal)?;
     Ok((secret, hash))
-}
-
-/// Paging of the system list.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct SystemPage {
-    /// Only systems with an id after this one (the previous page's `next`).
-    pub after: Option<Uuid>,
-    /// Page size, 1 to 1000 (default 100).
-    pub limit: Option<i64>,
-}
-
-/// A page of systems.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SystemList {
-    /// The systems, by id.
-    pub systems: Vec<SystemView>,
-    /// Pass as `after` for the next page; absent on the last page.
-    pub next: Option<Uuid>,
-}
-
-/// The tenant's systems and gateways, by id.
-#[utoipa::path(get, path = "/api/systems", tag = "systems", security(("tenant" = [])),
-    params(SystemPage), responses((status = 200, body = SystemList)))]
-async fn list_systems(
-    caller: TenantCaller,
-    State(state): State<CommandState>,
-    Query(page): Query<SystemPage>,
-) -> Result<Json<SystemList>> {
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(CommandError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
-    let systems =
-        registry::systems_of_tenant(state.pool(), caller.tenant_id, page.after, limit).await?;
-    let next = (systems.len() as i64 == limit)
-        .then(|| systems.last().map(|s| s.system_id))
-        .flatten();
-    Ok(Json(SystemList {
-        systems: systems.into_iter().map(SystemView::from).collect(),
-        next,
-    }))
 }
 
 async fn own_system(

@@ -374,6 +374,8 @@ fn routes() -> OpenApiRouter<CommandState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::admin::routes())
         .merge(crate::ingest::routes())
+        .merge(crate::liveness_policy::routes())
+        .merge(crate::inventory_rules::routes())
 }
 
 /// Every write route and its OpenAPI description, ready to be merged into the server's router.

@@ -12,9 +12,11 @@
 //! - [`extract`]: `Query` and `Path` whose rejections use our error shape.
 //! - [`admin`]: tenants, tokens, and registering and managing systems and gateways.
 //! - [`lifecycle`]: what pause, resume and decommission do, decided without I/O.
+//! - [`liveness_policy`]: a tenant's heartbeat timeout, or one system's override of it.
 //! - [`ingest`]: what ingest clients send (heartbeats, inventory, hardware, telemetry, metrics,
 //!   alerts), checked and turned into events.
 //! - [`intake`]: NATS JetStream intake of gateway telemetry.
+//! - [`inventory_rules`]: a tenant's inventory diff rules and change-notification rules.
 
 pub mod admin;
 pub mod auth;
@@ -25,5 +27,7 @@ pub mod extract;
 pub mod http;
 pub mod ingest;
 pub mod intake;
+pub mod inventory_rules;
 pub mod lifecycle;
+pub mod liveness_policy;
 pub mod registry;

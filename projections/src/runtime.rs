@@ -60,6 +60,9 @@ pub enum RuntimeError {
     /// where it cannot be parked.
     #[error("cannot apply an event: {0}")]
     Poison(String),
+    /// A service other than the database (NATS, say) could not be reached; retried later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What retrying a parked event did.

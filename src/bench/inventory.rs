@@ -163,6 +163,40 @@ pub fn realistic_inventory(seed: u64, revision: u32) -> Value {
     })
 }
 
+/// Revision `revision` of machine `seed` as consecutive reports really differ: on top of
+/// [`realistic_inventory`] (eth1's address, the kernel, one package and uptime move with the
+/// revision), the agent lists the NICs in another order each time, byte counters grow, one more
+/// package is upgraded, and every fifth revision one DIMM is missing (pulled, or not detected).
+/// A pair `(revision, revision + 1)` is what the diff reactor sees.
+pub fn realistic_revision(seed: u64, revision: u32) -> Value {
+    let mut doc = realistic_inventory(seed, revision);
+    if let Some(nics) = doc["network"]["interfaces"].as_array_mut() {
+        let turn = revision as usize % nics.len().max(1);
+        nics.rotate_left(turn);
+        for nic in nics.iter_mut() {
+            for counter in ["rx_bytes", "tx_bytes"] {
+                if let Some(n) = nic["counters"][counter].as_u64() {
+                    nic["counters"][counter] = (n + u64::from(revision) * 1_048_576).into();
+                }
+            }
+        }
+    }
+    if let Some(packages) = doc["packages"].as_array_mut() {
+        let len = packages.len().max(1);
+        let upgraded = (revision as usize * 7 + seed as usize) % len;
+        if let Some(package) = packages.get_mut(upgraded) {
+            package["version"] = format!("9.{}.0-1", revision).into();
+        }
+    }
+    if revision % 5 == 4 {
+        if let Some(memory) = doc["hardware"]["memory"].as_array_mut() {
+            let pulled = (seed as usize + revision as usize) % memory.len().max(1);
+            memory.remove(pulled);
+        }
+    }
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +209,23 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(realistic_inventory(7, 1), realistic_inventory(7, 1));
         assert_ne!(realistic_inventory(8, 0), realistic_inventory(7, 0));
+    }
+
+    #[test]
+    fn revisions_reorder_nics_grow_counters_and_sometimes_lose_a_dimm() {
+        let a = realistic_revision(3, 3);
+        let b = realistic_revision(3, 4);
+        let names = |d: &Value| -> Vec<String> {
+            d["network"]["interfaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_ne!(names(&a), names(&b));
+        assert_eq!(a["hardware"]["memory"].as_array().unwrap().len(), 16);
+        assert_eq!(b["hardware"]["memory"].as_array().unwrap().len(), 15);
+        assert_eq!(realistic_revision(3, 4), b);
     }
 }

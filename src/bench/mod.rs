@@ -1,11 +1,15 @@
 //! `fleetlog bench ...`: benchmarks that print a figure next to a baseline measured in the same run.
 //!
-//! Each bench works in a scratch database of its own (created, migrated, dropped), prints a human
-//! summary to stderr, and with `--json` prints one JSON object as the last line of stdout.
+//! Each bench that needs a database works in a scratch database of its own (created, migrated,
+//! dropped; `diff` needs none), prints a human summary to stderr, and with `--json` prints one
+//! JSON object as the last line of stdout.
 
 pub mod append;
+pub mod diff;
+pub mod diff_reactor;
 pub mod ingest;
 pub mod inventory;
+pub mod liveness;
 pub mod replay;
 
 use anyhow::Context;

@@ -106,6 +106,8 @@ catalogue! {
     TenantTokenRevoked,
     AlertRulesConfigured,
     LivenessPolicySet,
+    InventoryRulesConfigured,
+    ChangeNotificationRulesConfigured,
     SystemRegistered,
     CredentialsRotated,
     HeartbeatReceived,

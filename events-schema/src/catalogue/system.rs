@@ -108,8 +108,13 @@ impl DomainEvent for HeartbeatReceived {
 pub struct InventoryReported {
     /// Hex SHA-256 of the canonical form of `data` (object key order does not matter).
     pub content_hash: String,
-    /// The whole inventory document as sent.
+    /// The whole inventory document as sent; `null` once retention pruned it.
+    #[serde(default)]
     pub data: Value,
+    /// Set when snapshot retention pruned the document (the diffs that record what changed are
+    /// kept for ever; the hash stays).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
 }
 
 impl InventoryReported {
@@ -317,6 +322,7 @@ mod tests {
         let report = InventoryReported {
             content_hash: "abc".into(),
             data: data.clone(),
+            pruned: false,
         };
         assert_eq!(
             InventoryReported::payload("abc".into(), data),

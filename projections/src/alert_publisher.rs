@@ -1,0 +1,292 @@
+//! Publishes liveness transitions to NATS JetStream, on `{prefix}.{tenant id}.gw_offline`
+//! (prefix `alert` by default), exactly once per transition, across restarts.
+//!
+//! Every `SystemWentSilent` (of a system or a gateway) publishes `"status": "offline"`, every
+//! `SystemRecovered` publishes `"status": "online"`. After JetStream acknowledged a message, the
+//! publisher appends `NotificationDelivered` (channel `jetstream`) to the LinkFailed alert's
+//! stream, with an id derived from the transition; a transition whose delivery is already stored
+//! is never published again. The message carries `Nats-Msg-Id` = that same id, so a crash
+//! between JetStream's acknowledgement and the append makes the retry a duplicate JetStream drops
+//! (the stream Fleetlog creates keeps a 24 h duplicate window).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use command_side::event_store::postgres::{ReadFilter, EVENTS_CHANNEL};
+use command_side::event_store::{EventStore, ExpectedVersion, PgEventStore};
+use command_side::ingest::api::alert_stream;
+use events_schema::{
+    DomainEvent, EventId, NewEvent, NotificationDelivered, RecordedEvent, SystemRecovered,
+    SystemWentSilent,
+};
+use futures::FutureExt;
+use serde_json::json;
+use sqlx::postgres::PgListener;
+
+use crate::checkpoint;
+use crate::link_failed::{dedup_key, registered_systems, system_of};
+use crate::runtime::{read_batch, RetryPolicy, RuntimeError, IDLE_POLL};
+
+/// The publisher's name: checkpoint and lease key, namespace of its derived ids.
+pub const PUBLISHER_NAME: &str = "gw_offline_publisher";
+
+/// Where the publisher publishes.
+#[derive(Debug, Clone)]
+pub struct AlertPublisherConfig {
+    /// NATS server URL (NATS_URL).
+    pub nats_url: String,
+    /// Stream created to keep the alerts if none captures them (NATS_ALERT_STREAM).
+    pub stream_name: String,
+    /// Subject prefix (NATS_ALERT_SUBJECT_PREFIX, default `alert`).
+    pub subject_prefix: String,
+}
+
+impl AlertPublisherConfig {
+    /// Defaults for a NATS server at `nats_url`.
+    pub fn new(nats_url: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            stream_name: "FLEETLOG_ALERTS".into(),
+            subject_prefix: "alert".into(),
+        }
+    }
+
+    /// The subject of one tenant's liveness alerts.
+    pub fn subject(&self, tenant: &str) -> String {
+        format!("{}.{tenant}.gw_offline", self.subject_prefix)
+    }
+}
+
+/// Why the publisher could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// NATS could not be reached or refused.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The event store or a table could not be read or written.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<sqlx::Error> for PublishError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Runtime(error.into())
+    }
+}
+
+/// The publisher; see the module doc.
+pub struct AlertPublisher {
+    store: PgEventStore,
+    jetstream: jetstream::Context,
+    config: AlertPublisherConfig,
+    batch_size: i64,
+    retry: RetryPolicy,
+}
+
+const TRANSITIONS: &[&str] = &[SystemWentSilent::EVENT_TYPE, SystemRecovered::EVENT_TYPE];
+
+impl AlertPublisher {
+    /// Connects to NATS and makes sure a stream keeps the alert subjects (creating
+    /// `config.stream_name` when none does).
+    pub async fn connect(
+        store: PgEventStore,
+        config: AlertPublisherConfig,
+    ) -> Result<Self, PublishError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("fleetlog-alert-publisher")
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|error| PublishError::Nats(error.to_string()))?;
+        let jetstream = jetstream::new(client);
+        let subjects = format!("{}.*.gw_offline", config.subject_prefix);
+        let created = jetstream
+            .get_or_create_stream(stream::Config {
+                name: config.stream_name.clone(),
+                subjects: vec![subjects.clone()],
+                storage: stream::StorageType::File,
+                duplicate_window: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            })
+            .await;
+        if let Err(error) = created {
+            // Another stream may already capture these subjects; publishing will tell.
+            tracing::warn!(stream = %config.stream_name, %subjects, %error,
+                "cannot create the alert stream; publishing to whatever captures the subjects");
+        }
+        Ok(Self {
+            store,
+            jetstream,
+            config,
+            batch_size: 256,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// The id of the delivery of `transition`: the message's `Nats-Msg-Id` and the id of its
+    /// `NotificationDelivered`.
+    pub fn delivery_id(transition: &RecordedEvent) -> EventId {
+        EventId::derived(PUBLISHER_NAME, transition.event_id.0.as_bytes())
+    }
+
+    /// Publishes every transition up to the head; returns the checkpoint.
+    pub async fn catch_up(&self) -> Result<i64, PublishError> {
+        let mut position = checkpoint::ensure(self.store.pool(), PUBLISHER_NAME).await?;
+        loop {
+            let end = self.publish_batch(position).await?;
+            if end <= position {
+                return Ok(position);
+            }
+            position = end;
+        }
+    }
+
+    /// Publishes live (woken by `NOTIFY`) until `shutdown` resolves; failures are logged,
+    /// counted and retried with backoff, and never skip a transition.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), RuntimeError> {
+        let mut listener = PgListener::connect_with(self.store.pool()).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let mut position = checkpoint::ensure(self.store.pool(), PUBLISHER_NAME).await?;
+        let mut attempt = 0;
+        tokio::pin!(shutdown);
+        loop {
+            if shutdown.as_mut().now_or_never().is_some() {
+                return Ok(());
+            }
+            match self.publish_batch(position).await {
+                Ok(end) if end > position => {
+                    attempt = 0;
+                    position = end;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    attempt += 1;
+                    let delay = self.retry.delay(attempt);
+                    metrics::counter!("fleetlog_projection_errors_total", "projector" => PUBLISHER_NAME)
+                        .increment(1);
+                    tracing::error!(%error, retry_in_ms = delay.as_millis() as u64,
+                        "publishing liveness alerts failed");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                notified = listener.recv() => { notified?; }
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            while listener.next_buffered().is_some() {}
+        }
+    }
+
+    /// Publishes the transitions after `after` (one batch) and moves the checkpoint past them;
+    /// returns the new checkpoint.
+    async fn publish_batch(&self, after: i64) -> Result<i64, PublishError> {
+        let filter = ReadFilter {
+            event_types: Some(TRANSITIONS),
+            skip_payloads: false,
+        };
+        let batch = {
+            let mut conn = self.store.pool().acquire().await?;
+            read_batch(&mut conn, filter, self.batch_size, after, None)
+                .await
+                .map_err(RuntimeError::from)?
+        };
+        if batch.end <= after {
+            return Ok(after);
+        }
+        let span = tracing::info_span!(
+            "alert_publish_batch",
+            from = after,
+            to = batch.end,
+            events = batch.events.len()
+        );
+        let _entered = span.enter();
+        let systems = registered_systems(self.store.pool(), &batch.events).await?;
+        for transition in &batch.events {
+            let Some(system) = system_of(transition).and_then(|id| systems.get(&id)) else {
+                tracing::warn!(
+                    position = transition.position,
+                    "transition of an unregistered system; not published"
+                );
+                continue;
+            };
+            self.deliver(transition, system).await?;
+        }
+        let mut tx = self.store.pool().begin().await?;
+        if checkpoint::lock(&mut tx, PUBLISHER_NAME).await? < batch.end {
+            checkpoint::advance(&mut tx, PUBLISHER_NAME, batch.end).await?;
+        }
+        tx.commit().await?;
+        Ok(batch.end)
+    }
+
+    /// Publishes one transition unless its delivery is already stored, then stores it.
+    async fn deliver(
+        &self,
+        transition: &RecordedEvent,
+        system: &crate::link_failed::RegisteredSystem,
+    ) -> Result<(), PublishError> {
+        let delivery_id = Self::delivery_id(transition);
+        let delivered: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)")
+                .bind(delivery_id.0)
+                .fetch_one(self.store.pool())
+                .await?;
+        if delivered {
+            return Ok(());
+        }
+        let offline = transition.event_type == SystemWentSilent::EVENT_TYPE;
+        let tenant = transition.tenant_id.to_string();
+        let subject = self.config.subject(&tenant);
+        let payload = json!({
+            "type": "gw_offline",
+            "status": if offline { "offline" } else { "online" },
+            "tenant_id": tenant,
+            "system_id": system.system_id,
+            "system_key": system.system_key,
+            "system_name": system.name,
+            "kind": system.kind,
+            "alert": {"name": crate::link_failed::LINK_FAILED, "dedup_key": dedup_key(system.system_id)},
+            "details": transition.payload,
+            "at": transition.recorded_at,
+            "event_id": transition.event_id,
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            delivery_id.to_string().as_str(),
+        );
+        let body = serde_json::to_vec(&payload).unwrap_or_default();
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject.clone(), headers, body.into())
+            .await
+            .map_err(|error| PublishError::Nats(error.to_string()))?;
+        ack.await
+            .map_err(|error| PublishError::Nats(error.to_string()))?;
+        metrics::counter!("fleetlog_alerts_published_total", "status" => if offline { "offline" } else { "online" })
+            .increment(1);
+        let delivered = NotificationDelivered {
+            channel: "jetstream".into(),
+            target: subject,
+            transition: if offline { "triggered" } else { "resolved" }.into(),
+        };
+        let mut event = NewEvent::new(transition.tenant_id, &delivered, transition.recorded_at)
+            .with_event_id(delivery_id);
+        event.metadata.causation_id = Some(transition.event_id.0);
+        event.metadata.source = Some(PUBLISHER_NAME.to_owned());
+        let stream = alert_stream(transition.tenant_id, None, &dedup_key(system.system_id));
+        self.store
+            .append(&stream, ExpectedVersion::Any, vec![event])
+            .await
+            .map_err(RuntimeError::from)?;
+        Ok(())
+    }
+}

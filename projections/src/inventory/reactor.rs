@@ -1,0 +1,342 @@
+//! The diff reactor: on every full inventory report it compares the document with the system's
+//! previous full report and appends `InventoryChanged` with the changes, each self-contained
+//! (path, op, previous and current value, category, severity), so the timeline never needs the
+//! documents again. The first report of a system is its baseline: no diff.
+//!
+//! It also raises change notifications: for every tenant rule that some of the changes match
+//! ("severity at least high in hardware", "anything under /os"), an `AlertTriggered` under the
+//! dedup key `inventory:{rule}:{system id}`, in the tenant's alert namespace.
+//!
+//! Deterministic: the previous report and the tenant's rules are read as of the report's place in
+//! the log (rule changes are in the reactor's event types and take effect from where they stand),
+//! so a replay derives the same events under the same ids, and the store writes nothing twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use command_side::event_store::ExpectedVersion;
+use command_side::ingest::api::alert_stream;
+use events_schema::{
+    AlertSeverity, AlertTriggered, ChangeNotificationRule, ChangeNotificationRulesConfigured,
+    ChangeSeverity, DomainEvent, InventoryChange, InventoryChanged, InventoryReported,
+    InventoryRulesConfigured, NewEvent, RecordedEvent, StreamId, TenantId,
+};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::inventory::{diff, notification_matches, DiffRules};
+use crate::link_failed::{registered_systems, system_of, RegisteredSystem};
+use crate::projector::FoldError;
+use crate::reactor::{Reaction, Reactor};
+
+/// The reactor's name: its checkpoint key and the namespace of the ids it derives.
+pub const DIFF_REACTOR_NAME: &str = "inventory_diff";
+
+/// The event manager id change notifications carry.
+pub const INVENTORY_ALERT_SOURCE: &str = "fleetlog-inventory";
+
+/// At most this many of the matching changes are copied into a notification.
+const CHANGES_PER_NOTIFICATION: usize = 20;
+
+/// The reactor; see the module doc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InventoryDiff;
+
+/// A system's latest full report: its hash and (unless retention pruned it) its document.
+#[derive(Debug, Clone)]
+struct LatestReport {
+    hash: String,
+    data: Option<Value>,
+}
+
+/// One tenant's rules at a point of the log.
+#[derive(Debug, Clone, Default)]
+struct TenantRules {
+    diff: Arc<DiffRules>,
+    notify: Arc<Vec<ChangeNotificationRule>>,
+}
+
+/// What a batch's reactions depend on, loaded once and kept current through the batch.
+#[derive(Debug, Default)]
+pub struct DiffContext {
+    latest: HashMap<StreamId, LatestReport>,
+    /// Positions of reports followed by another report of the same system in the batch.
+    reported_again: HashSet<i64>,
+    rules: HashMap<TenantId, TenantRules>,
+    systems: HashMap<Uuid, RegisteredSystem>,
+}
+
+const EVENT_TYPES: &[&str] = &[
+    InventoryReported::EVENT_TYPE,
+    InventoryRulesConfigured::EVENT_TYPE,
+    ChangeNotificationRulesConfigured::EVENT_TYPE,
+];
+
+impl Reactor for InventoryDiff {
+    type Context = DiffContext;
+
+    fn name(&self) -> &'static str {
+        DIFF_REACTOR_NAME
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENT_TYPES)
+    }
+
+    async fn load(
+        &self,
+        pool: &PgPool,
+        events: &[RecordedEvent],
+    ) -> Result<DiffContext, sqlx::Error> {
+        let mut context = DiffContext::default();
+        let Some(first) = events.first().map(|e| e.position) else {
+            return Ok(context);
+        };
+        // Each system's latest full report before its first report in this batch.
+        let mut before: HashMap<&str, i64> = HashMap::new();
+        let mut tenants: Vec<String> = Vec::new();
+        let mut last_report: HashMap<&str, i64> = HashMap::new();
+        for event in events {
+            if event.event_type == InventoryReported::EVENT_TYPE {
+                let stream = event.stream_id.as_str();
+                before.entry(stream).or_insert(event.position);
+                if let Some(earlier) = last_report.insert(stream, event.position) {
+                    context.reported_again.insert(earlier);
+                }
+            }
+            let tenant = StreamId::tenant(event.tenant_id).as_str().to_owned();
+            if !tenants.contains(&tenant) {
+                tenants.push(tenant);
+            }
+        }
+        let (streams, positions): (Vec<&str>, Vec<i64>) = before.into_iter().unzip();
+        let previous: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT b.stream_id, e.payload \
+             FROM unnest($1::text[], $2::bigint[]) AS b(stream_id, before) \
+             CROSS JOIN LATERAL ( \
+                 SELECT payload FROM events \
+                 WHERE stream_id = b.stream_id AND event_type = 'InventoryReported' \
+                   AND position < b.before \
+                 ORDER BY stream_version DESC LIMIT 1) e",
+        )
+        .bind(&streams)
+        .bind(&positions)
+        .fetch_all(pool)
+        .await?;
+        for (stream, payload) in previous {
+            if let (Ok(stream), Some(report)) = (StreamId::parse(&stream), latest_report(payload)) {
+                context.latest.insert(stream, report);
+            }
+        }
+        // Each tenant's rules as they stood before the batch.
+        let rules: Vec<(String, String, Value)> = sqlx::query_as(
+            "SELECT DISTINCT ON (stream_id, event_type) stream_id, event_type, payload \
+             FROM events \
+             WHERE stream_id = ANY($1) AND position < $2 \
+               AND event_type IN ('InventoryRulesConfigured', 'ChangeNotificationRulesConfigured') \
+             ORDER BY stream_id, event_type, position DESC",
+        )
+        .bind(&tenants)
+        .bind(first)
+        .fetch_all(pool)
+        .await?;
+        for (stream, event_type, payload) in rules {
+            let Some(tenant) = stream
+                .strip_prefix("tenant-")
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .map(TenantId)
+            else {
+                continue;
+            };
+            let entry = context.rules.entry(tenant).or_default();
+            if let Err(error) = entry.apply(&event_type, payload) {
+                // Commands validate rules before they are stored; this is a stored oddity.
+                tracing::warn!(%tenant, %error, "stored rules unreadable; using the defaults");
+            }
+        }
+        context.systems = registered_systems(pool, events).await?;
+        Ok(context)
+    }
+
+    fn react(
+        &self,
+        context: &mut DiffContext,
+        event: &RecordedEvent,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<Reaction>, FoldError> {
+        if event.event_type != InventoryReported::EVENT_TYPE {
+            context
+                .rules
+                .entry(event.tenant_id)
+                .or_default()
+                .apply(&event.event_type, event.payload.clone())?;
+            return Ok(Vec::new());
+        }
+        // The document is copied only if a later report of this system in the batch needs it.
+        let keep_document = context.reported_again.contains(&event.position);
+        let current = report_of(&event.payload, keep_document)
+            .ok_or_else(|| FoldError("an InventoryReported without a content hash".into()))?;
+        let current_hash = current.hash.clone();
+        let previous = context.latest.insert(event.stream_id.clone(), current);
+        let (Some(previous), Some(new_data)) = (previous, event.payload.get("data")) else {
+            // The baseline.
+            return Ok(Vec::new());
+        };
+        let (Some(old_data), false) = (previous.data.as_ref(), is_pruned(&event.payload)) else {
+            // A report retention pruned, or one after it: its diff was stored before the prune.
+            return Ok(Vec::new());
+        };
+        let rules = context
+            .rules
+            .get(&event.tenant_id)
+            .cloned()
+            .unwrap_or_default();
+        let changes = diff(old_data, new_data, &rules.diff);
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut reactions = Vec::with_capacity(1 + rules.notify.len());
+        let system_id = system_of(event);
+        for rule in rules.notify.iter() {
+            let matching: Vec<&InventoryChange> = changes
+                .iter()
+                .filter(|change| notification_matches(rule, change))
+                .collect();
+            if let (false, Some(system_id)) = (matching.is_empty(), system_id) {
+                let system = context.systems.get(&system_id);
+                reactions.push(notification(event, system_id, system, rule, &matching));
+            }
+        }
+        let changed = InventoryChanged {
+            previous_hash: previous.hash,
+            current_hash,
+            changes,
+        };
+        reactions.insert(
+            0,
+            Reaction {
+                stream_id: event.stream_id.clone(),
+                expected: ExpectedVersion::Any,
+                event: NewEvent::new(event.tenant_id, &changed, event.recorded_at),
+            },
+        );
+        Ok(reactions)
+    }
+}
+
+impl TenantRules {
+    /// Takes a rules event into account.
+    fn apply(&mut self, event_type: &str, payload: Value) -> Result<(), FoldError> {
+        let unreadable =
+            |error: &dyn std::fmt::Display| FoldError(format!("{event_type}: {error}"));
+        if event_type == InventoryRulesConfigured::EVENT_TYPE {
+            let config: InventoryRulesConfigured =
+                serde_json::from_value(payload).map_err(|e| unreadable(&e))?;
+            self.diff = Arc::new(DiffRules::for_tenant(&config).map_err(|e| unreadable(&e))?);
+        } else if event_type == ChangeNotificationRulesConfigured::EVENT_TYPE {
+            let config: ChangeNotificationRulesConfigured =
+                serde_json::from_value(payload).map_err(|e| unreadable(&e))?;
+            self.notify = Arc::new(config.rules);
+        }
+        Ok(())
+    }
+}
+
+/// The hash and document of a stored InventoryReported payload (`None` without a hash).
+fn latest_report(payload: Value) -> Option<LatestReport> {
+    let pruned = is_pruned(&payload);
+    let Value::Object(mut payload) = payload else {
+        return None;
+    };
+    let hash = payload.get("content_hash")?.as_str()?.to_owned();
+    let data = payload.remove("data").filter(|_| !pruned);
+    Some(LatestReport { hash, data })
+}
+
+/// Like [`latest_report`] from a borrowed payload; the document is copied only when `document`.
+fn report_of(payload: &Value, document: bool) -> Option<LatestReport> {
+    let hash = payload.get("content_hash")?.as_str()?.to_owned();
+    let data = (document && !is_pruned(payload))
+        .then(|| payload.get("data").cloned())
+        .flatten();
+    Some(LatestReport { hash, data })
+}
+
+/// Whether retention pruned this InventoryReported payload down to its hash.
+fn is_pruned(payload: &Value) -> bool {
+    payload.get("pruned").and_then(Value::as_bool) == Some(true)
+}
+
+/// The alert severity of a change severity.
+fn alert_severity(severity: ChangeSeverity) -> AlertSeverity {
+    match severity {
+        ChangeSeverity::Critical => AlertSeverity::Critical,
+        ChangeSeverity::High => AlertSeverity::Error,
+        ChangeSeverity::Medium => AlertSeverity::Warning,
+        ChangeSeverity::Low | ChangeSeverity::Info => AlertSeverity::Info,
+    }
+}
+
+/// The notification of `rule` about the `matching` changes of one report.
+fn notification(
+    report: &RecordedEvent,
+    system_id: Uuid,
+    system: Option<&RegisteredSystem>,
+    rule: &ChangeNotificationRule,
+    matching: &[&InventoryChange],
+) -> Reaction {
+    let worst = matching
+        .iter()
+        .map(|change| change.severity)
+        .max()
+        .unwrap_or(ChangeSeverity::Info);
+    let name = system.map_or_else(|| system_id.to_string(), |s| s.name.clone());
+    let first = matching.first().map_or("", |change| change.path.as_str());
+    let summary = match matching.len() {
+        1 => format!("{name}: {first} changed (rule {})", rule.name),
+        n => format!(
+            "{name}: {n} inventory changes, first {first} (rule {})",
+            rule.name
+        ),
+    };
+    let mut labels = BTreeMap::from([
+        ("alertname".to_owned(), "InventoryChanged".to_owned()),
+        ("tenant_id".to_owned(), report.tenant_id.to_string()),
+        ("system_id".to_owned(), system_id.to_string()),
+        ("rule".to_owned(), rule.name.clone()),
+    ]);
+    if let Some(system) = system {
+        labels.insert("system_key".to_owned(), system.system_key.clone());
+        labels.insert("system_name".to_owned(), system.name.clone());
+    }
+    let dedup_key = format!("inventory:{}:{system_id}", rule.name);
+    let shown: Vec<&InventoryChange> = matching
+        .iter()
+        .take(CHANGES_PER_NOTIFICATION)
+        .copied()
+        .collect();
+    let custom = json!({
+        "change_count": matching.len(),
+        "changes": shown,
+        "report_event_id": report.event_id,
+    });
+    let triggered = AlertTriggered {
+        dedup_key: dedup_key.clone(),
+        event_manager_id: INVENTORY_ALERT_SOURCE.to_owned(),
+        summary,
+        severity: alert_severity(worst),
+        class: Some("InventoryChanged".to_owned()),
+        labels,
+        custom: match custom {
+            Value::Object(map) => map,
+            _ => Default::default(),
+        },
+    };
+    Reaction {
+        stream_id: alert_stream(report.tenant_id, None, &dedup_key),
+        expected: ExpectedVersion::Any,
+        event: NewEvent::new(report.tenant_id, &triggered, report.recorded_at),
+    }
+}

@@ -1,0 +1,148 @@
+//! LinkFailed alerts: a reactor that raises an alert when the liveness monitor declares a system
+//! or gateway silent, and resolves it when the system recovers.
+//!
+//! The alert's labels come from Fleetlog's own records (the registry), never from what a client
+//! sent: `alertname`, `tenant_id`, `system_id`, `system_key`, `system_name`, `kind`. Its dedup key
+//! is `LinkFailed:{system id}`, in the tenant's own alert namespace (the one tenant tools use, not
+//! a system's), so every outage of one system is one alert that fires and resolves, and no system
+//! can resolve it by reporting an alert of its own.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use command_side::event_store::ExpectedVersion;
+use command_side::ingest::api::alert_stream;
+use events_schema::{
+    AlertResolved, AlertSeverity, AlertTriggered, DomainEvent, NewEvent, RecordedEvent,
+    SystemRecovered, SystemWentSilent,
+};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::projector::FoldError;
+use crate::reactor::{Reaction, Reactor};
+
+/// The event manager id LinkFailed alerts carry.
+pub const LINK_FAILED_SOURCE: &str = "fleetlog-liveness";
+
+/// The alert name (and the `alertname` label) of a silent system.
+pub const LINK_FAILED: &str = "LinkFailed";
+
+/// The reactor; see the module doc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkFailedAlerts;
+
+/// What the registry says about one system.
+#[derive(Debug, Clone, FromRow)]
+pub struct RegisteredSystem {
+    /// The system's id.
+    pub system_id: Uuid,
+    /// Its public key, e.g. `FL-7K2D-Q9XM-4HTR`.
+    pub system_key: String,
+    /// Its name.
+    pub name: String,
+    /// `system` or `gateway`.
+    pub kind: String,
+}
+
+/// What the registry says about the systems whose streams `events` are on.
+pub async fn registered_systems(
+    pool: &PgPool,
+    events: &[RecordedEvent],
+) -> Result<HashMap<Uuid, RegisteredSystem>, sqlx::Error> {
+    let ids: Vec<Uuid> = events.iter().filter_map(system_of).collect();
+    let systems: Vec<RegisteredSystem> = sqlx::query_as(
+        "SELECT system_id, system_key, name, kind FROM registry_systems \
+         WHERE system_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(systems.into_iter().map(|s| (s.system_id, s)).collect())
+}
+
+/// The dedup key of a system's LinkFailed alert.
+pub fn dedup_key(system_id: Uuid) -> String {
+    format!("{LINK_FAILED}:{system_id}")
+}
+
+/// The id of the system a stream `system-{id}` or `gateway-{id}` belongs to.
+pub fn system_of(event: &RecordedEvent) -> Option<Uuid> {
+    let (_, id) = event.stream_id.as_str().split_once('-')?;
+    Uuid::parse_str(id).ok()
+}
+
+impl Reactor for LinkFailedAlerts {
+    type Context = HashMap<Uuid, RegisteredSystem>;
+
+    fn name(&self) -> &'static str {
+        "link_failed_alerts"
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[SystemWentSilent::EVENT_TYPE, SystemRecovered::EVENT_TYPE])
+    }
+
+    async fn load(
+        &self,
+        pool: &PgPool,
+        events: &[RecordedEvent],
+    ) -> Result<Self::Context, sqlx::Error> {
+        registered_systems(pool, events).await
+    }
+
+    fn react(
+        &self,
+        systems: &mut Self::Context,
+        event: &RecordedEvent,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<Reaction>, FoldError> {
+        let system_id = system_of(event)
+            .ok_or_else(|| FoldError(format!("{} is not a system stream", event.stream_id)))?;
+        let system = systems
+            .get(&system_id)
+            .ok_or_else(|| FoldError(format!("system {system_id} is not in the registry (yet)")))?;
+        let dedup_key = dedup_key(system_id);
+        let stream_id = alert_stream(event.tenant_id, None, &dedup_key);
+        let alert = if event.event_type == SystemWentSilent::EVENT_TYPE {
+            let silent: SystemWentSilent = serde_json::from_value(event.payload.clone())
+                .map_err(|error| FoldError(format!("unreadable SystemWentSilent: {error}")))?;
+            let labels = BTreeMap::from([
+                ("alertname".to_owned(), LINK_FAILED.to_owned()),
+                ("tenant_id".to_owned(), event.tenant_id.to_string()),
+                ("system_id".to_owned(), system_id.to_string()),
+                ("system_key".to_owned(), system.system_key.clone()),
+                ("system_name".to_owned(), system.name.clone()),
+                ("kind".to_owned(), system.kind.clone()),
+            ]);
+            let triggered = AlertTriggered {
+                dedup_key,
+                event_manager_id: LINK_FAILED_SOURCE.to_owned(),
+                summary: format!(
+                    "{} {} ({}) has shown no sign of life since {} ({} min timeout)",
+                    system.kind,
+                    system.name,
+                    system.system_key,
+                    silent.last_seen_at.to_rfc3339(),
+                    silent.timeout_minutes
+                ),
+                severity: AlertSeverity::Critical,
+                class: Some(LINK_FAILED.to_owned()),
+                labels,
+                custom: Default::default(),
+            };
+            NewEvent::new(event.tenant_id, &triggered, event.recorded_at)
+        } else {
+            let resolved = AlertResolved {
+                dedup_key,
+                event_manager_id: LINK_FAILED_SOURCE.to_owned(),
+            };
+            NewEvent::new(event.tenant_id, &resolved, event.recorded_at)
+        };
+        Ok(vec![Reaction {
+            stream_id,
+            expected: ExpectedVersion::Any,
+            event: alert,
+        }])
+    }
+}
