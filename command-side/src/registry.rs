@@ -171,29 +171,6 @@ pub async fn system_of_tenant(
         .transpose()
 }
 
-/// Up to `limit` systems and gateways of a tenant with ids after `after`, in id order.
-pub async fn systems_of_tenant(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    after: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<SystemRecord>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {SYSTEM_COLUMNS} FROM registry_systems \
-         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR system_id > $2) \
-         ORDER BY system_id LIMIT $3"
-    );
-    sqlx::query(&sql)
-        .bind(tenant.0)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(db)
-        .await?
-        .iter()
-        .map(system_from_row)
-        .collect()
-}
-
 /// The tenant with this id.
 pub async fn tenant(
     db: impl PgExecutor<'_>,
