@@ -21,6 +21,7 @@ use events_schema::{EventId, NewEvent, RecordedEvent, StreamId};
 use futures::FutureExt;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 
 use crate::checkpoint;
 use crate::projector::FoldError;
@@ -77,6 +78,12 @@ pub struct ReactorRunner<R: Reactor> {
     retry: RetryPolicy,
 }
 
+/// The result of a read started with [`ReactorRunner::read_ahead`].
+async fn joined(read: JoinHandle<Result<Batch, RuntimeError>>) -> Result<Batch, RuntimeError> {
+    read.await
+        .map_err(|error| RuntimeError::Unavailable(format!("reading the log failed: {error}")))?
+}
+
 /// One append a reaction asked for: target stream, expectation, event (with its derived id).
 type Append = (StreamId, ExpectedVersion, NewEvent);
 
@@ -115,23 +122,34 @@ impl<R: Reactor> ReactorRunner<R> {
         EventId::derived(self.reactor.name(), &key)
     }
 
-    async fn next_batch(&self, after: i64) -> Result<Batch, RuntimeError> {
-        let filter = ReadFilter {
-            event_types: self.reactor.event_types(),
-            skip_payloads: false,
-        };
-        let mut conn = self.store.pool().acquire().await?;
-        Ok(read_batch(&mut conn, filter, self.batch_size, after, None).await?)
+    /// Starts reading the batch after `after` on a task of its own: decoding a batch of large
+    /// payloads then overlaps with reacting to the batch before it.
+    fn read_ahead(&self, after: i64) -> JoinHandle<Result<Batch, RuntimeError>> {
+        let (store, types, batch_size) = (
+            self.store.clone(),
+            self.reactor.event_types(),
+            self.batch_size,
+        );
+        tokio::spawn(async move {
+            let filter = ReadFilter {
+                event_types: types,
+                skip_payloads: false,
+            };
+            let mut conn = store.pool().acquire().await?;
+            Ok(read_batch(&mut conn, filter, batch_size, after, None).await?)
+        })
     }
 
     /// Reacts to every event up to the head and returns the checkpoint.
     pub async fn catch_up(&self) -> Result<i64, RuntimeError> {
         let mut position = checkpoint::ensure(self.store.pool(), self.reactor.name()).await?;
+        let mut next = self.read_ahead(position);
         loop {
-            let batch = self.next_batch(position).await?;
+            let batch = joined(next).await?;
             if batch.end <= position {
                 return Ok(position);
             }
+            next = self.read_ahead(batch.end);
             self.process(&batch).await?;
             position = batch.end;
         }
@@ -147,12 +165,17 @@ impl<R: Reactor> ReactorRunner<R> {
         let mut listener = PgListener::connect_with(self.store.pool()).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         let mut position = checkpoint::ensure(self.store.pool(), name).await?;
+        let mut ahead = None;
         tokio::pin!(shutdown);
         loop {
             if shutdown.as_mut().now_or_never().is_some() {
                 return Ok(());
             }
-            let batch = match self.next_batch(position).await {
+            let read = match ahead.take() {
+                Some(read) => joined(read).await,
+                None => joined(self.read_ahead(position)).await,
+            };
+            let batch = match read {
                 Ok(batch) => batch,
                 Err(error) => {
                     if !self.wait_after_failure(&error, 1, shutdown.as_mut()).await {
@@ -162,8 +185,10 @@ impl<R: Reactor> ReactorRunner<R> {
                 }
             };
             if batch.end > position {
-                // Database failures are waited out with backoff (only the waits give way to
-                // `shutdown`); the checkpoint does not move until the batch is done.
+                // The next batch is read while this one is reacted to (used only once this one
+                // is done). Database failures are waited out with backoff (only the waits give
+                // way to `shutdown`); the checkpoint does not move until the batch is done.
+                ahead = Some(self.read_ahead(batch.end));
                 let mut attempt = 0;
                 while let Err(error) = self.process(&batch).await {
                     attempt += 1;
