@@ -5,16 +5,18 @@
 //! sent: `alertname`, `tenant_id`, `system_id`, `system_key`, `system_name`, `kind`. Its dedup key
 //! is `LinkFailed:{system id}`, in the tenant's own alert namespace (the one tenant tools use, not
 //! a system's), so every outage of one system is one alert that fires and resolves, and no system
-//! can resolve it by reporting an alert of its own.
+//! can resolve it by reporting an alert of its own. Decommissioning a system whose alert is open
+//! resolves it (a decommissioned system is never watched again); pausing leaves it open until the
+//! system recovers or is decommissioned.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use command_side::event_store::ExpectedVersion;
 use command_side::ingest::api::alert_stream;
 use events_schema::{
     AlertResolved, AlertSeverity, AlertTriggered, DomainEvent, NewEvent, RecordedEvent,
-    SystemRecovered, SystemWentSilent,
+    SystemDecommissioned, SystemRecovered, SystemWentSilent,
 };
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
@@ -72,15 +74,28 @@ pub fn system_of(event: &RecordedEvent) -> Option<Uuid> {
     Uuid::parse_str(id).ok()
 }
 
+/// What the reactions to a batch depend on.
+#[derive(Debug, Default)]
+pub struct LinkFailedContext {
+    systems: HashMap<Uuid, RegisteredSystem>,
+    /// Systems whose LinkFailed alert is open (their latest transition is a silence), kept
+    /// current through the batch.
+    open: HashSet<Uuid>,
+}
+
 impl Reactor for LinkFailedAlerts {
-    type Context = HashMap<Uuid, RegisteredSystem>;
+    type Context = LinkFailedContext;
 
     fn name(&self) -> &'static str {
         "link_failed_alerts"
     }
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[SystemWentSilent::EVENT_TYPE, SystemRecovered::EVENT_TYPE])
+        Some(&[
+            SystemWentSilent::EVENT_TYPE,
+            SystemRecovered::EVENT_TYPE,
+            SystemDecommissioned::EVENT_TYPE,
+        ])
     }
 
     async fn load(
@@ -88,18 +103,57 @@ impl Reactor for LinkFailedAlerts {
         pool: &PgPool,
         events: &[RecordedEvent],
     ) -> Result<Self::Context, sqlx::Error> {
-        registered_systems(pool, events).await
+        // Whether each decommissioned system's alert was open: its latest transition before
+        // the batch (read from its stream, so a replay decides the same).
+        let mut streams: Vec<&str> = events
+            .iter()
+            .filter(|e| e.event_type == SystemDecommissioned::EVENT_TYPE)
+            .map(|e| e.stream_id.as_str())
+            .collect();
+        streams.dedup();
+        let first = events.first().map_or(0, |e| e.position);
+        let latest: Vec<(String, String)> = sqlx::query_as(
+            "SELECT s.stream_id, t.event_type FROM unnest($1::text[]) AS s(stream_id) \
+             CROSS JOIN LATERAL ( \
+                 SELECT event_type FROM events \
+                 WHERE stream_id = s.stream_id AND position < $2 \
+                   AND event_type IN ('SystemWentSilent', 'SystemRecovered') \
+                 ORDER BY stream_version DESC LIMIT 1) t",
+        )
+        .bind(&streams)
+        .bind(first)
+        .fetch_all(pool)
+        .await?;
+        let open = latest
+            .iter()
+            .filter(|(_, event_type)| event_type == SystemWentSilent::EVENT_TYPE)
+            .filter_map(|(stream, _)| stream.split_once('-'))
+            .filter_map(|(_, id)| Uuid::parse_str(id).ok())
+            .collect();
+        Ok(LinkFailedContext {
+            systems: registered_systems(pool, events).await?,
+            open,
+        })
     }
 
     fn react(
         &self,
-        systems: &mut Self::Context,
+        context: &mut Self::Context,
         event: &RecordedEvent,
         _now: DateTime<Utc>,
     ) -> Result<Vec<Reaction>, FoldError> {
         let system_id = system_of(event)
             .ok_or_else(|| FoldError(format!("{} is not a system stream", event.stream_id)))?;
-        let system = systems
+        let was_open = if event.event_type == SystemWentSilent::EVENT_TYPE {
+            !context.open.insert(system_id)
+        } else {
+            context.open.remove(&system_id)
+        };
+        if event.event_type == SystemDecommissioned::EVENT_TYPE && !was_open {
+            return Ok(Vec::new());
+        }
+        let system = context
+            .systems
             .get(&system_id)
             .ok_or_else(|| FoldError(format!("system {system_id} is not in the registry (yet)")))?;
         let dedup_key = dedup_key(system_id);

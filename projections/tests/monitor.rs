@@ -389,3 +389,52 @@ async fn transitions_are_published_to_jetstream_once_each_across_restarts(pool: 
     assert_eq!(fleet.count("NotificationDelivered").await, 2);
     jetstream.delete_stream(&config.stream_name).await.unwrap();
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn decommissioning_a_silent_system_resolves_its_link_failed_alert(pool: PgPool) {
+    let fleet = Fleet::new(&pool);
+    let (_, silent_stream) = fleet.register("old-1", SystemKind::System).await;
+    let (_, healthy_stream) = fleet.register("old-2", SystemKind::System).await;
+    fleet.heartbeat(&silent_stream).await;
+    fleet.project().await;
+    let clock = ManualClock::at(Utc::now() + minutes(15));
+    assert_eq!(
+        fleet.monitor(&clock, 0).tick().await.unwrap().went_silent,
+        1
+    );
+    let alerts = ReactorRunner::new(fleet.store.clone(), LinkFailedAlerts, 10);
+    alerts.catch_up().await.unwrap();
+    assert_eq!(fleet.count("AlertTriggered").await, 1);
+
+    // Retired: the silent one's alert resolves; the one never seen raises and resolves nothing.
+    for stream in [&silent_stream, &healthy_stream] {
+        fleet
+            .append(stream, &SystemDecommissioned { reason: None })
+            .await;
+    }
+    alerts.catch_up().await.unwrap();
+    assert_eq!(fleet.count("AlertResolved").await, 1);
+    let resolved: String = sqlx::query_scalar(
+        "SELECT payload->>'dedup_key' FROM events WHERE event_type = 'AlertResolved'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let triggered: String = sqlx::query_scalar(
+        "SELECT payload->>'dedup_key' FROM events WHERE event_type = 'AlertTriggered'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(resolved, triggered);
+
+    // A replay from 0 decides the same: nothing new.
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = 0 WHERE projector = 'link_failed_alerts'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    alerts.catch_up().await.unwrap();
+    assert_eq!(fleet.count("AlertResolved").await, 1);
+}
