@@ -80,7 +80,10 @@ CREATE TABLE inventory_changes (
 CREATE INDEX inventory_changes_system ON inventory_changes (system_id, changed_at DESC, position DESC, idx);
 CREATE INDEX inventory_changes_tenant ON inventory_changes (tenant_id, changed_at DESC, position DESC, idx);
 
--- The diff reactor's lookups of a system's previous full report and a tenant's rules as of a
--- position (InventoryReported is already covered by events_inventory_reports).
+-- The diff reactor's lookups of a system's previous full report (without walking back through
+-- every InventoryUnchanged of a machine that rarely changes) and of a tenant's rules as of a
+-- position.
+CREATE INDEX events_inventory_full_reports ON events (stream_id, stream_version)
+    WHERE event_type = 'InventoryReported';
 CREATE INDEX events_tenant_rules ON events (stream_id, position)
     WHERE event_type IN ('InventoryRulesConfigured', 'ChangeNotificationRulesConfigured');

@@ -296,3 +296,54 @@ async fn matching_changes_raise_one_notification_per_rule(pool: PgPool) {
     let os = alert("anything-os");
     assert_eq!(os["custom"]["changes"][0]["path"], "/os/version");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unreadable_stored_rules_stand_for_the_defaults_in_any_batch_size(pool: PgPool) {
+    let system = System::new(&pool);
+    let rules = InventoryRulesConfigured {
+        ignored_paths: vec!["/network".into()],
+        ..Default::default()
+    };
+    system.tenant_event(&rules).await;
+    system
+        .report(inventory("12.1", "10.0.1.5", &["D1"], 1))
+        .await;
+    // A rules event that does not parse (the command side would have refused it).
+    let mut broken = NewEvent::new(system.tenant, &rules, Utc::now());
+    broken.payload =
+        json!({"path_rules": [{"pattern": "no slash", "category": "os", "severity": "high"}]});
+    system
+        .store
+        .append(
+            &StreamId::tenant(system.tenant),
+            ExpectedVersion::Any,
+            vec![broken],
+        )
+        .await
+        .unwrap();
+    system
+        .report(inventory("12.1", "10.0.1.6", &["D1"], 2))
+        .await;
+
+    for batch_size in [1, 2, 100] {
+        // Derived ids: whichever batch size ran first, every run must agree with it.
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projector = 'inventory_diff'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        ReactorRunner::new(system.store.clone(), InventoryDiff, batch_size)
+            .catch_up()
+            .await
+            .unwrap();
+        let diffs = system.diffs().await;
+        assert_eq!(diffs.len(), 1, "batch size {batch_size}");
+        assert_eq!(
+            diffs[0].changes[0].path, "/network/interfaces[name=eth1]/ipv4",
+            "the defaults, not the earlier rules that ignored /network"
+        );
+    }
+    let parked = projections::checkpoint::parked(&pool, Some("inventory_diff"))
+        .await
+        .unwrap();
+    assert!(parked.is_empty());
+}

@@ -150,11 +150,11 @@ impl Reactor for InventoryDiff {
             else {
                 continue;
             };
-            let entry = context.rules.entry(tenant).or_default();
-            if let Err(error) = entry.apply(&event_type, payload) {
-                // Commands validate rules before they are stored; this is a stored oddity.
-                tracing::warn!(%tenant, %error, "stored rules unreadable; using the defaults");
-            }
+            context
+                .rules
+                .entry(tenant)
+                .or_default()
+                .apply_or_default(&event_type, payload);
         }
         context.systems = registered_systems(pool, events).await?;
         Ok(context)
@@ -171,7 +171,7 @@ impl Reactor for InventoryDiff {
                 .rules
                 .entry(event.tenant_id)
                 .or_default()
-                .apply(&event.event_type, event.payload.clone())?;
+                .apply_or_default(&event.event_type, event.payload.clone());
             return Ok(Vec::new());
         }
         // The document is copied only if a later report of this system in the batch needs it.
@@ -227,6 +227,20 @@ impl Reactor for InventoryDiff {
 }
 
 impl TenantRules {
+    /// Takes a rules event into account. Commands validate rules before they are stored; a
+    /// stored set that cannot be read anyway stands for Fleetlog's defaults, the same whether it
+    /// is met inside a batch or loaded before one (so replays in any batch size agree).
+    fn apply_or_default(&mut self, event_type: &str, payload: Value) {
+        if let Err(error) = self.apply(event_type, payload) {
+            tracing::warn!(%error, "stored inventory rules unreadable; using the defaults");
+            if event_type == InventoryRulesConfigured::EVENT_TYPE {
+                self.diff = Arc::default();
+            } else {
+                self.notify = Arc::default();
+            }
+        }
+    }
+
     /// Takes a rules event into account.
     fn apply(&mut self, event_type: &str, payload: Value) -> Result<(), FoldError> {
         let unreadable =
