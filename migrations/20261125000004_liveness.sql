@@ -45,7 +45,8 @@ CREATE INDEX liveness_systems_tenant ON liveness_systems (tenant_id, system_id);
 
 -- The monitor's scan for silent systems that have shown life again (small: inactive rows only).
 CREATE INDEX liveness_systems_recovering ON liveness_systems (system_id)
-    WHERE status = 'inactive' AND last_seen_at > silent_last_seen_at;
+    WHERE status = 'inactive' AND last_seen_at > silent_last_seen_at
+      AND lifecycle <> 'decommissioned';
 
 -- A tenant's heartbeat timeout (LivenessPolicySet without a system id).
 CREATE TABLE liveness_tenant_policies (
@@ -65,3 +66,9 @@ CREATE TABLE liveness_intervals (
     ended_at   timestamptz,
     PRIMARY KEY (system_id, started_at)
 );
+
+-- A system's latest lifecycle event and latest liveness transition before a position, for the
+-- LinkFailed reactor (without walking back through every heartbeat of the stream).
+CREATE INDEX events_liveness_facts ON events (stream_id, stream_version)
+    WHERE event_type IN ('SystemPaused', 'SystemResumed', 'SystemDecommissioned',
+                         'SystemWentSilent', 'SystemRecovered');

@@ -1,13 +1,16 @@
-//! Publishes liveness transitions to NATS JetStream, on `{prefix}.{tenant id}.gw_offline`
-//! (prefix `alert` by default), exactly once per transition, across restarts.
+//! Publishes LinkFailed alerts to NATS JetStream, on `{prefix}.{tenant id}.gw_offline` (prefix
+//! `alert` by default), exactly once each, across restarts.
 //!
-//! Every `SystemWentSilent` (of a system or a gateway) publishes `"status": "offline"`, every
-//! `SystemRecovered` publishes `"status": "online"`. After JetStream acknowledged a message, the
-//! publisher appends `NotificationDelivered` (channel `jetstream`) to the LinkFailed alert's
-//! stream, with an id derived from the transition; a transition whose delivery is already stored
-//! is never published again. The message carries `Nats-Msg-Id` = that same id, so a crash
-//! between JetStream's acknowledgement and the append makes the retry a duplicate JetStream drops
-//! (the stream Fleetlog creates keeps a 24 h duplicate window).
+//! It follows what the LinkFailed reactor raises, so it publishes exactly when an alert fires or
+//! resolves (paused and decommissioned systems raise none): `"status": "offline"` when a system
+//! or gateway went silent, `"online"` when it recovered, `"decommissioned"` when a silent one was
+//! decommissioned. After JetStream acknowledged a message, the publisher appends
+//! `NotificationDelivered` (channel `jetstream`) to the alert's stream, with an id derived from
+//! the alert event; an alert whose delivery is already stored is never published again. The
+//! message carries `Nats-Msg-Id` = that same id, so a crash between JetStream's acknowledgement
+//! and the append makes the retry a duplicate JetStream drops (the stream Fleetlog creates keeps a
+//! 24 h duplicate window; a shorter window on an existing stream is logged as a warning). An
+//! alert whose transition or system cannot be found is parked, not skipped.
 
 use std::time::Duration;
 
@@ -15,10 +18,9 @@ use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use command_side::event_store::postgres::{ReadFilter, EVENTS_CHANNEL};
 use command_side::event_store::{EventStore, ExpectedVersion, PgEventStore};
-use command_side::ingest::api::alert_stream;
 use events_schema::{
-    DomainEvent, EventId, NewEvent, NotificationDelivered, RecordedEvent, SystemRecovered,
-    SystemWentSilent,
+    AlertResolved, AlertTriggered, DomainEvent, EventId, NewEvent, NotificationDelivered,
+    RecordedEvent, SystemRecovered, SystemWentSilent,
 };
 use futures::FutureExt;
 use serde_json::json;
@@ -84,7 +86,14 @@ pub struct AlertPublisher {
     retry: RetryPolicy,
 }
 
-const TRANSITIONS: &[&str] = &[SystemWentSilent::EVENT_TYPE, SystemRecovered::EVENT_TYPE];
+/// The duplicate window of the stream Fleetlog creates.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The event types the publisher follows: LinkFailed alerts (told apart by their source).
+const ALERTS: &[&str] = &[AlertTriggered::EVENT_TYPE, AlertResolved::EVENT_TYPE];
+
+/// The `metadata.source` of what the LinkFailed reactor appends.
+const LINK_FAILED_REACTOR: &str = "link_failed_alerts";
 
 impl AlertPublisher {
     /// Connects to NATS and makes sure a stream keeps the alert subjects (creating
@@ -105,14 +114,21 @@ impl AlertPublisher {
                 name: config.stream_name.clone(),
                 subjects: vec![subjects.clone()],
                 storage: stream::StorageType::File,
-                duplicate_window: Duration::from_secs(24 * 3600),
+                duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             })
             .await;
-        if let Err(error) = created {
+        match created {
+            Ok(stream) if stream.cached_info().config.duplicate_window < DUPLICATE_WINDOW => {
+                tracing::warn!(stream = %config.stream_name,
+                    window_s = stream.cached_info().config.duplicate_window.as_secs(),
+                    "the alert stream's duplicate window is short: a crash between publishing and \
+                     recording a delivery, then a restart after the window, publishes twice");
+            }
+            Ok(_) => {}
             // Another stream may already capture these subjects; publishing will tell.
-            tracing::warn!(stream = %config.stream_name, %subjects, %error,
-                "cannot create the alert stream; publishing to whatever captures the subjects");
+            Err(error) => tracing::warn!(stream = %config.stream_name, %subjects, %error,
+                "cannot create the alert stream; publishing to whatever captures the subjects"),
         }
         Ok(Self {
             store,
@@ -123,10 +139,10 @@ impl AlertPublisher {
         })
     }
 
-    /// The id of the delivery of `transition`: the message's `Nats-Msg-Id` and the id of its
+    /// The id of the delivery of `alert`: the message's `Nats-Msg-Id` and the id of its
     /// `NotificationDelivered`.
-    pub fn delivery_id(transition: &RecordedEvent) -> EventId {
-        EventId::derived(PUBLISHER_NAME, transition.event_id.0.as_bytes())
+    pub fn delivery_id(alert: &RecordedEvent) -> EventId {
+        EventId::derived(PUBLISHER_NAME, alert.event_id.0.as_bytes())
     }
 
     /// Publishes every transition up to the head; returns the checkpoint.
@@ -185,11 +201,11 @@ impl AlertPublisher {
         }
     }
 
-    /// Publishes the transitions after `after` (one batch) and moves the checkpoint past them;
-    /// returns the new checkpoint.
+    /// Publishes the LinkFailed alerts after `after` (one batch) and moves the checkpoint past
+    /// them; returns the new checkpoint.
     async fn publish_batch(&self, after: i64) -> Result<i64, PublishError> {
         let filter = ReadFilter {
-            event_types: Some(TRANSITIONS),
+            event_types: Some(ALERTS),
             skip_payloads: false,
         };
         let batch = {
@@ -208,16 +224,27 @@ impl AlertPublisher {
             events = batch.events.len()
         );
         let _entered = span.enter();
-        let systems = registered_systems(self.store.pool(), &batch.events).await?;
-        for transition in &batch.events {
-            let Some(system) = system_of(transition).and_then(|id| systems.get(&id)) else {
-                tracing::warn!(
-                    position = transition.position,
-                    "transition of an unregistered system; not published"
-                );
-                continue;
-            };
-            self.deliver(transition, system).await?;
+        // Only what the LinkFailed reactor raised (clients cannot set that source).
+        let alerts: Vec<&RecordedEvent> = batch
+            .events
+            .iter()
+            .filter(|e| e.metadata.source.as_deref() == Some(LINK_FAILED_REACTOR))
+            .collect();
+        let transitions = self.transitions_of(&alerts).await?;
+        let systems = registered_systems(self.store.pool(), &transitions).await?;
+        for alert in alerts {
+            let transition = alert
+                .metadata
+                .causation_id
+                .and_then(|id| transitions.iter().find(|t| t.event_id.0 == id));
+            let system = transition.and_then(|t| system_of(t).and_then(|id| systems.get(&id)));
+            match (transition, system) {
+                (Some(transition), Some(system)) => self.deliver(alert, transition, system).await?,
+                _ => {
+                    self.park(alert, "its transition or system cannot be found")
+                        .await?
+                }
+            }
         }
         let mut tx = self.store.pool().begin().await?;
         if checkpoint::lock(&mut tx, PUBLISHER_NAME).await? < batch.end {
@@ -227,13 +254,57 @@ impl AlertPublisher {
         Ok(batch.end)
     }
 
-    /// Publishes one transition unless its delivery is already stored, then stores it.
+    /// The transitions (SystemWentSilent, SystemRecovered, SystemDecommissioned) that caused
+    /// `alerts`.
+    async fn transitions_of(
+        &self,
+        alerts: &[&RecordedEvent],
+    ) -> Result<Vec<RecordedEvent>, PublishError> {
+        let ids: Vec<uuid::Uuid> = alerts
+            .iter()
+            .filter_map(|a| a.metadata.causation_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let positions: Vec<i64> =
+            sqlx::query_scalar("SELECT position FROM events WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(self.store.pool())
+                .await?;
+        let mut found = Vec::with_capacity(positions.len());
+        for position in positions {
+            let mut read = self
+                .store
+                .read_all(position - 1, 1)
+                .await
+                .map_err(RuntimeError::from)?;
+            found.append(&mut read);
+        }
+        Ok(found)
+    }
+
+    /// Parks an alert that cannot be published, so it stays visible and retryable.
+    async fn park(&self, alert: &RecordedEvent, reason: &str) -> Result<(), PublishError> {
+        tracing::warn!(position = alert.position, %reason, "alert not published; parked");
+        let mut tx = self.store.pool().begin().await?;
+        if checkpoint::lock(&mut tx, PUBLISHER_NAME).await? < alert.position {
+            checkpoint::park(&mut tx, PUBLISHER_NAME, alert, reason, 1).await?;
+        }
+        tx.commit().await?;
+        metrics::counter!("fleetlog_projection_parked_total", "projector" => PUBLISHER_NAME)
+            .increment(1);
+        Ok(())
+    }
+
+    /// Publishes one alert unless its delivery is already stored, then stores the delivery.
     async fn deliver(
         &self,
+        alert: &RecordedEvent,
         transition: &RecordedEvent,
         system: &crate::link_failed::RegisteredSystem,
     ) -> Result<(), PublishError> {
-        let delivery_id = Self::delivery_id(transition);
+        let delivery_id = Self::delivery_id(alert);
         let delivered: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)")
                 .bind(delivery_id.0)
@@ -242,18 +313,27 @@ impl AlertPublisher {
         if delivered {
             return Ok(());
         }
-        let offline = transition.event_type == SystemWentSilent::EVENT_TYPE;
-        let tenant = transition.tenant_id.to_string();
+        let triggered = alert.event_type == AlertTriggered::EVENT_TYPE;
+        let status = match transition.event_type.as_str() {
+            t if t == SystemWentSilent::EVENT_TYPE => "offline",
+            t if t == SystemRecovered::EVENT_TYPE => "online",
+            _ => "decommissioned",
+        };
+        let tenant = alert.tenant_id.to_string();
         let subject = self.config.subject(&tenant);
         let payload = json!({
             "type": "gw_offline",
-            "status": if offline { "offline" } else { "online" },
+            "status": status,
             "tenant_id": tenant,
             "system_id": system.system_id,
             "system_key": system.system_key,
             "system_name": system.name,
             "kind": system.kind,
-            "alert": {"name": crate::link_failed::LINK_FAILED, "dedup_key": dedup_key(system.system_id)},
+            "alert": {
+                "name": crate::link_failed::LINK_FAILED,
+                "dedup_key": dedup_key(system.system_id),
+                "action": if triggered { "trigger" } else { "resolve" },
+            },
             "details": transition.payload,
             "at": transition.recorded_at,
             "event_id": transition.event_id,
@@ -271,20 +351,18 @@ impl AlertPublisher {
             .map_err(|error| PublishError::Nats(error.to_string()))?;
         ack.await
             .map_err(|error| PublishError::Nats(error.to_string()))?;
-        metrics::counter!("fleetlog_alerts_published_total", "status" => if offline { "offline" } else { "online" })
-            .increment(1);
+        metrics::counter!("fleetlog_alerts_published_total", "status" => status).increment(1);
         let delivered = NotificationDelivered {
             channel: "jetstream".into(),
             target: subject,
-            transition: if offline { "triggered" } else { "resolved" }.into(),
+            transition: if triggered { "triggered" } else { "resolved" }.into(),
         };
-        let mut event = NewEvent::new(transition.tenant_id, &delivered, transition.recorded_at)
+        let mut event = NewEvent::new(alert.tenant_id, &delivered, alert.recorded_at)
             .with_event_id(delivery_id);
-        event.metadata.causation_id = Some(transition.event_id.0);
+        event.metadata.causation_id = Some(alert.event_id.0);
         event.metadata.source = Some(PUBLISHER_NAME.to_owned());
-        let stream = alert_stream(transition.tenant_id, None, &dedup_key(system.system_id));
         self.store
-            .append(&stream, ExpectedVersion::Any, vec![event])
+            .append(&alert.stream_id, ExpectedVersion::Any, vec![event])
             .await
             .map_err(RuntimeError::from)?;
         Ok(())

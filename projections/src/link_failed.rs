@@ -7,7 +7,9 @@
 //! a system's), so every outage of one system is one alert that fires and resolves, and no system
 //! can resolve it by reporting an alert of its own. Decommissioning a system whose alert is open
 //! resolves it (a decommissioned system is never watched again); pausing leaves it open until the
-//! system recovers or is decommissioned.
+//! system recovers or is decommissioned. A silence of a system that is paused or decommissioned
+//! by then (the monitor read it just before) raises nothing. What is open, paused or
+//! decommissioned is read from the system's stream as of each batch, so a replay decides alike.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -16,7 +18,7 @@ use command_side::event_store::ExpectedVersion;
 use command_side::ingest::api::alert_stream;
 use events_schema::{
     AlertResolved, AlertSeverity, AlertTriggered, DomainEvent, NewEvent, RecordedEvent,
-    SystemDecommissioned, SystemRecovered, SystemWentSilent,
+    SystemDecommissioned, SystemPaused, SystemRecovered, SystemResumed, SystemWentSilent,
 };
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
@@ -78,9 +80,10 @@ pub fn system_of(event: &RecordedEvent) -> Option<Uuid> {
 #[derive(Debug, Default)]
 pub struct LinkFailedContext {
     systems: HashMap<Uuid, RegisteredSystem>,
-    /// Systems whose LinkFailed alert is open (their latest transition is a silence), kept
-    /// current through the batch.
+    /// Systems whose LinkFailed alert is open, kept current through the batch.
     open: HashSet<Uuid>,
+    /// Paused or decommissioned systems (and which of the two), kept current through the batch.
+    not_watched: HashMap<Uuid, String>,
 }
 
 impl Reactor for LinkFailedAlerts {
@@ -94,6 +97,8 @@ impl Reactor for LinkFailedAlerts {
         Some(&[
             SystemWentSilent::EVENT_TYPE,
             SystemRecovered::EVENT_TYPE,
+            SystemPaused::EVENT_TYPE,
+            SystemResumed::EVENT_TYPE,
             SystemDecommissioned::EVENT_TYPE,
         ])
     }
@@ -103,37 +108,58 @@ impl Reactor for LinkFailedAlerts {
         pool: &PgPool,
         events: &[RecordedEvent],
     ) -> Result<Self::Context, sqlx::Error> {
-        // Whether each decommissioned system's alert was open: its latest transition before
-        // the batch (read from its stream, so a replay decides the same).
-        let mut streams: Vec<&str> = events
+        // Each system's lifecycle as it stood before the batch (read from its stream, so a
+        // replay decides the same), and whether its alert is open: the latest alert this reactor
+        // appended for it (all of them belong to inputs before this batch).
+        let mut systems: Vec<(&str, Uuid, String)> = events
             .iter()
-            .filter(|e| e.event_type == SystemDecommissioned::EVENT_TYPE)
-            .map(|e| e.stream_id.as_str())
+            .filter_map(|e| {
+                let id = system_of(e)?;
+                let alerts = alert_stream(e.tenant_id, None, &dedup_key(id));
+                Some((e.stream_id.as_str(), id, alerts.as_str().to_owned()))
+            })
             .collect();
-        streams.dedup();
+        systems.sort_unstable();
+        systems.dedup();
         let first = events.first().map_or(0, |e| e.position);
-        let latest: Vec<(String, String)> = sqlx::query_as(
-            "SELECT s.stream_id, t.event_type FROM unnest($1::text[]) AS s(stream_id) \
-             CROSS JOIN LATERAL ( \
-                 SELECT event_type FROM events \
-                 WHERE stream_id = s.stream_id AND position < $2 \
-                   AND event_type IN ('SystemWentSilent', 'SystemRecovered') \
-                 ORDER BY stream_version DESC LIMIT 1) t",
+        let streams: Vec<&str> = systems.iter().map(|s| s.0).collect();
+        let alert_streams: Vec<&str> = systems.iter().map(|s| s.2.as_str()).collect();
+        let latest: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT s.stream_id, \
+                 (SELECT event_type FROM events \
+                  WHERE stream_id = s.stream_id AND position < $3 \
+                    AND event_type IN ('SystemPaused', 'SystemResumed', 'SystemDecommissioned') \
+                  ORDER BY stream_version DESC LIMIT 1), \
+                 (SELECT event_type FROM events \
+                  WHERE stream_id = s.alert_stream \
+                    AND event_type IN ('AlertTriggered', 'AlertResolved') \
+                  ORDER BY stream_version DESC LIMIT 1) \
+             FROM unnest($1::text[], $2::text[]) AS s(stream_id, alert_stream)",
         )
         .bind(&streams)
+        .bind(&alert_streams)
         .bind(first)
         .fetch_all(pool)
         .await?;
-        let open = latest
-            .iter()
-            .filter(|(_, event_type)| event_type == SystemWentSilent::EVENT_TYPE)
-            .filter_map(|(stream, _)| stream.split_once('-'))
-            .filter_map(|(_, id)| Uuid::parse_str(id).ok())
-            .collect();
-        Ok(LinkFailedContext {
+        let mut context = LinkFailedContext {
             systems: registered_systems(pool, events).await?,
-            open,
-        })
+            ..Default::default()
+        };
+        for (stream, lifecycle, alert) in latest {
+            let Some(id) = stream
+                .split_once('-')
+                .and_then(|(_, id)| Uuid::parse_str(id).ok())
+            else {
+                continue;
+            };
+            if let Some(lifecycle) = lifecycle.filter(|t| t != SystemResumed::EVENT_TYPE) {
+                context.not_watched.insert(id, lifecycle);
+            }
+            if alert.as_deref() == Some(AlertTriggered::EVENT_TYPE) {
+                context.open.insert(id);
+            }
+        }
+        Ok(context)
     }
 
     fn react(
@@ -144,13 +170,39 @@ impl Reactor for LinkFailedAlerts {
     ) -> Result<Vec<Reaction>, FoldError> {
         let system_id = system_of(event)
             .ok_or_else(|| FoldError(format!("{} is not a system stream", event.stream_id)))?;
-        let was_open = if event.event_type == SystemWentSilent::EVENT_TYPE {
-            !context.open.insert(system_id)
-        } else {
-            context.open.remove(&system_id)
+        let event_type = event.event_type.as_str();
+        let open = context.open.contains(&system_id);
+        let raise = match event_type {
+            _ if event_type == SystemPaused::EVENT_TYPE => {
+                context.not_watched.insert(system_id, event_type.to_owned());
+                return Ok(Vec::new());
+            }
+            _ if event_type == SystemResumed::EVENT_TYPE => {
+                context.not_watched.remove(&system_id);
+                return Ok(Vec::new());
+            }
+            // A silence that raced a pause or a decommission raises nothing: paused and
+            // decommissioned systems raise no alerts.
+            _ if event_type == SystemWentSilent::EVENT_TYPE => {
+                if open || context.not_watched.contains_key(&system_id) {
+                    return Ok(Vec::new());
+                }
+                true
+            }
+            _ => {
+                if event_type == SystemDecommissioned::EVENT_TYPE {
+                    context.not_watched.insert(system_id, event_type.to_owned());
+                }
+                if !open {
+                    return Ok(Vec::new());
+                }
+                false
+            }
         };
-        if event.event_type == SystemDecommissioned::EVENT_TYPE && !was_open {
-            return Ok(Vec::new());
+        if raise {
+            context.open.insert(system_id);
+        } else {
+            context.open.remove(&system_id);
         }
         let system = context
             .systems

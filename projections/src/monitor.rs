@@ -9,7 +9,9 @@
 //!
 //! Never a false alarm from Fleetlog's own state:
 //! - after the monitor starts, it declares nobody silent for a grace period, so agents that kept
-//!   trying while Fleetlog was down have time to report again;
+//!   trying while Fleetlog was down have time to report again; and it measures silence from no
+//!   earlier than its start, so an agent that reports every few minutes is not declared silent
+//!   the moment the grace period ends;
 //! - it declares silence only once the `liveness` projector has folded the whole log as it was
 //!   when the tick began (a lagging projector would make live systems look silent);
 //! - paused systems are not watched; decommissioned ones leave the monitor; a resumed system is
@@ -111,6 +113,13 @@ impl<C: Clock> LivenessMonitor<C> {
         }
     }
 
+    /// Sets when the monitor counts as started (its grace period and the earliest point silence
+    /// is measured from); [`new`](Self::new) takes the clock's time.
+    pub fn started_at(mut self, at: DateTime<Utc>) -> Self {
+        self.started_at = at;
+        self
+    }
+
     /// One tick: recoveries first, then (past the grace period, with the projector caught up)
     /// silences. Returns what it appended.
     pub async fn tick(&self) -> Result<TickReport, RuntimeError> {
@@ -157,13 +166,27 @@ impl<C: Clock> LivenessMonitor<C> {
             let woken_for_recovery = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = tokio::time::sleep_until(next_tick) => false,
-                notified = listener.recv() => { notified?; true }
+                notified = listener.recv() => match notified {
+                    Ok(_) => true,
+                    Err(error) => {
+                        // The listener reconnects on its next receive; the ticks go on meanwhile.
+                        tracing::warn!(%error, "liveness notifications interrupted");
+                        tokio::select! {
+                            _ = &mut shutdown => return Ok(()),
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        false
+                    }
+                }
             };
+            if !woken_for_recovery && tokio::time::Instant::now() < next_tick {
+                continue;
+            }
             let result = if woken_for_recovery {
                 while listener.next_buffered().is_some() {}
                 self.recover().await.map(|_| ())
             } else {
-                next_tick += self.config.tick;
+                next_tick = (next_tick + self.config.tick).max(tokio::time::Instant::now());
                 self.tick().await.map(|_| ())
             };
             if let Err(error) = result {
@@ -213,11 +236,12 @@ impl<C: Clock> LivenessMonitor<C> {
              FROM liveness_systems s LEFT JOIN liveness_tenant_policies p USING (tenant_id) \
              WHERE s.lifecycle = 'active' AND s.status = 'active' \
                AND s.last_seen_at < $1 - interval '1 minute' \
-               AND greatest(s.last_seen_at, s.watched_since) \
+               AND greatest(s.last_seen_at, s.watched_since, $3) \
                    < $1 - make_interval(mins => coalesce(s.timeout_minutes, p.timeout_minutes, $2))",
         )
         .bind(now)
         .bind(self.config.default_timeout_minutes)
+        .bind(self.started_at)
         .fetch_all(self.store.pool())
         .await?;
         let appends = overdue.iter().map(|system| {
@@ -240,7 +264,8 @@ impl<C: Clock> LivenessMonitor<C> {
         let recovering: Vec<Recovering> = sqlx::query_as(
             "SELECT system_id, tenant_id, kind, silent_last_seen_at, last_seen_at \
              FROM liveness_systems \
-             WHERE status = 'inactive' AND last_seen_at > silent_last_seen_at",
+             WHERE status = 'inactive' AND last_seen_at > silent_last_seen_at \
+               AND lifecycle <> 'decommissioned'",
         )
         .fetch_all(self.store.pool())
         .await?;

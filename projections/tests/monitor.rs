@@ -107,7 +107,8 @@ impl Fleet {
             projector_wait: Duration::from_millis(200),
             ..MonitorConfig::default()
         };
-        LivenessMonitor::new(self.store.clone(), clock.clone(), config)
+        // Started now (by the real clock, just after the heartbeats), whatever the test clock says.
+        LivenessMonitor::new(self.store.clone(), clock.clone(), config).started_at(Utc::now())
     }
 }
 
@@ -211,14 +212,25 @@ async fn a_restarted_monitor_waits_out_its_grace_period(pool: PgPool) {
     fleet.project().await;
     // Fleetlog was down for an hour: every system looks overdue when it comes back.
     let clock = ManualClock::at(Utc::now() + minutes(60));
-    let monitor = fleet.monitor(&clock, 120);
+    let config = MonitorConfig {
+        grace: Duration::from_secs(120),
+        projector_wait: Duration::from_millis(200),
+        ..MonitorConfig::default()
+    };
+    let monitor = LivenessMonitor::new(fleet.store.clone(), clock.clone(), config);
     let report = monitor.tick().await.unwrap();
     assert!(!report.checked_silence, "within the grace period");
     assert_eq!(report.went_silent, 0);
     clock.advance(minutes(1));
     assert_eq!(monitor.tick().await.unwrap().went_silent, 0);
-    // The agent did not report within the grace period: now it is silent.
+    // Past the grace period, silence counts from the monitor's start: an agent that reports every
+    // few minutes has had no full timeout to do so yet.
     clock.advance(minutes(1) + chrono::Duration::seconds(1));
+    let report = monitor.tick().await.unwrap();
+    assert!(report.checked_silence);
+    assert_eq!(report.went_silent, 0);
+    // A whole timeout after the start without a report: now it is silent.
+    clock.advance(minutes(8));
     assert_eq!(monitor.tick().await.unwrap().went_silent, 1);
     fleet.project().await;
     assert_eq!(fleet.status(system).await, "inactive");
@@ -345,6 +357,8 @@ async fn transitions_are_published_to_jetstream_once_each_across_restarts(pool: 
         subject_prefix: format!("alerttest{run}"),
     };
     let subject = config.subject(&fleet.tenant.to_string());
+    let alerts = ReactorRunner::new(fleet.store.clone(), LinkFailedAlerts, 10);
+    alerts.catch_up().await.unwrap();
     let publisher = AlertPublisher::connect(fleet.store.clone(), config.clone())
         .await
         .unwrap();
@@ -369,6 +383,7 @@ async fn transitions_are_published_to_jetstream_once_each_across_restarts(pool: 
     fleet.heartbeat(&stream).await;
     fleet.project().await;
     monitor.tick().await.unwrap();
+    alerts.catch_up().await.unwrap();
     publisher.catch_up().await.unwrap();
     assert_eq!(messages(config.stream_name.clone()).await, 2);
     let online = last_message(&jetstream, &config.stream_name, &subject).await;
@@ -437,4 +452,34 @@ async fn decommissioning_a_silent_system_resolves_its_link_failed_alert(pool: Pg
     .unwrap();
     alerts.catch_up().await.unwrap();
     assert_eq!(fleet.count("AlertResolved").await, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_silence_that_raced_a_pause_raises_no_alert(pool: PgPool) {
+    let fleet = Fleet::new(&pool);
+    let (_, stream) = fleet.register("lab-9", SystemKind::System).await;
+    fleet.heartbeat(&stream).await;
+    fleet.project().await;
+    // The monitor read the row while it was active; the pause landed before its append.
+    fleet.append(&stream, &SystemPaused { reason: None }).await;
+    let silent = events_schema::SystemWentSilent {
+        last_seen_at: Utc::now(),
+        timeout_minutes: 10,
+    };
+    fleet.append(&stream, &silent).await;
+    fleet.project().await;
+    let alerts = ReactorRunner::new(fleet.store.clone(), LinkFailedAlerts, 1);
+    alerts.catch_up().await.unwrap();
+    assert_eq!(fleet.count("AlertTriggered").await, 0, "paused: no alert");
+
+    // Resumed, a later silence raises one, in a batch that starts after the resume.
+    fleet.append(&stream, &SystemResumed {}).await;
+    alerts.catch_up().await.unwrap();
+    let silent_again = events_schema::SystemWentSilent {
+        last_seen_at: Utc::now(),
+        timeout_minutes: 10,
+    };
+    fleet.append(&stream, &silent_again).await;
+    alerts.catch_up().await.unwrap();
+    assert_eq!(fleet.count("AlertTriggered").await, 1);
 }

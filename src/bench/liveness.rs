@@ -51,6 +51,7 @@ pub async fn run(options: LivenessBench) -> anyhow::Result<()> {
         (0.0..=1.0).contains(&options.silent_fraction),
         "--silent-fraction must be between 0 and 1"
     );
+    let set_up_at = Utc::now();
     let scratch = ScratchDatabase::create(&options.run).await?;
     let store = PgEventStore::start(scratch.pool.clone(), options.append.group_commit());
     let tenant = TenantId::new();
@@ -113,7 +114,8 @@ pub async fn run(options: LivenessBench) -> anyhow::Result<()> {
     let clock = ManualClock::at(
         reference + chrono::Duration::minutes(i64::from(config.default_timeout_minutes)),
     );
-    let monitor = LivenessMonitor::new(store.clone(), clock, config);
+    // Started before the fleet reported (silence is measured from no earlier than the start).
+    let monitor = LivenessMonitor::new(store.clone(), clock, config).started_at(set_up_at);
 
     let started = Instant::now();
     let report = monitor.tick().await?;
