@@ -14,6 +14,8 @@
 --     from greatest(last_seen_at, watched_since).
 --   silent_last_seen_at: while inactive, the last_seen_at the SystemWentSilent named; a row with
 --     last_seen_at > silent_last_seen_at has shown life again and awaits its SystemRecovered.
+--   first_seen_after_silence: while inactive, the first sign of life after that silence (when
+--     the system came back, whenever the monitor gets to record it).
 --   timeout_minutes: a per-system override (NULL: the tenant's policy, else the default).
 --   updated_position: position of the latest event that changed the row.
 CREATE TABLE liveness_systems (
@@ -29,6 +31,7 @@ CREATE TABLE liveness_systems (
     last_seen_position  bigint,
     watched_since       timestamptz NOT NULL,
     silent_last_seen_at timestamptz,
+    first_seen_after_silence timestamptz,
     timeout_minutes     integer     CHECK (timeout_minutes > 0),
     updated_position    bigint      NOT NULL
 );

@@ -11,8 +11,9 @@
 //! or `[`, brackets close, `~` escapes are one of `~0`..`~4`, `]` and `=` are escaped in keys,
 //! `[n]`, `[key=value]` and `[*]` are the only brackets), plus what the differ does not care
 //! about but an operator would regret: patterns must start with `/` (an empty pattern would
-//! match every path), and there are limits on lengths and counts so a rule set stays small
-//! enough to be applied to every report. The root package's tests check that every pattern
+//! match every path), and there are limits on lengths and counts (at most
+//! [`MAX_ANY_DEPTH_SEGMENTS`] `/**` in a pattern) so a rule set stays small enough to be applied
+//! to every report. The root package's tests check that every pattern
 //! accepted here parses in the differ.
 //!
 //! The answer comes once the event is durable; the diff reactor applies new diff rules to diffs
@@ -51,6 +52,9 @@ pub const MAX_IGNORED_PATHS: usize = 200;
 pub const MAX_PATH_RULES: usize = 200;
 /// Most change-notification rules in one rule set.
 pub const MAX_NOTIFICATION_RULES: usize = 100;
+/// Most `/**` segments in one pattern: each costs the differ a pass over the path, for every
+/// change of every report.
+pub const MAX_ANY_DEPTH_SEGMENTS: usize = 3;
 
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<CommandState> {
@@ -210,7 +214,8 @@ pub struct NotificationRuleBody {
     #[serde(default)]
     pub category: Option<Category>,
     /// Only changes at this path or below it notify, by whole segments (`/os` covers
-    /// `/os/name`, not `/osx`); a path in the inventory path syntax, starting with `/`.
+    /// `/os/name`, not `/osx`); a path in the inventory path syntax, starting with `/`, without
+    /// wildcards (`[*]`, or a key that is exactly `*` or `**`).
     #[serde(default)]
     pub path_prefix: Option<String>,
 }
@@ -236,8 +241,10 @@ pub struct RulesAccepted {
 }
 
 /// Checks a path pattern against the grammar the differ parses (see the module
-/// documentation); `wildcards` allows `[*]` (patterns), otherwise it must be a plain path. The
-/// error says what is wrong and where.
+/// documentation); `wildcards` allows `[*]`, `/*` and at most [`MAX_ANY_DEPTH_SEGMENTS`] `/**`
+/// (patterns), otherwise it must be a plain path, without a key that is exactly `*` or `**`
+/// (the differ would read those as wildcards, a path prefix compares them as text). The error
+/// says what is wrong and where.
 pub fn check_pattern(pattern: &str, wildcards: bool) -> std::result::Result<(), String> {
     if pattern.len() > MAX_PATTERN_LEN {
         return Err(format!("longer than {MAX_PATTERN_LEN} bytes"));
@@ -250,6 +257,7 @@ pub fn check_pattern(pattern: &str, wildcards: bool) -> std::result::Result<(), 
     }
     let at = |i: usize, reason: &str| format!("at byte {i}: {reason}");
     let bytes = pattern.as_bytes();
+    let mut any_depth = 0;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -258,7 +266,20 @@ pub fn check_pattern(pattern: &str, wildcards: bool) -> std::result::Result<(), 
                 let end = pattern[start..]
                     .find(['/', '['])
                     .map_or(pattern.len(), |n| start + n);
-                check_escaped(&pattern[start..end]).map_err(|(n, r)| at(start + n, r))?;
+                let key = &pattern[start..end];
+                check_escaped(key).map_err(|(n, r)| at(start + n, r))?;
+                if matches!(key, "*" | "**") && !wildcards {
+                    return Err(at(start, &format!("`/{key}` is a pattern, not a path")));
+                }
+                if key == "**" {
+                    any_depth += 1;
+                    if any_depth > MAX_ANY_DEPTH_SEGMENTS {
+                        return Err(at(
+                            start,
+                            &format!("at most {MAX_ANY_DEPTH_SEGMENTS} `/**` in a pattern"),
+                        ));
+                    }
+                }
                 i = end;
             }
             b'[' => {
@@ -519,6 +540,17 @@ mod tests {
         }
         assert!(check_pattern("/a[*]", false).is_err());
         assert!(check_pattern(&format!("/{}", "a".repeat(MAX_PATTERN_LEN)), true).is_err());
+        // `/**` costs the differ a pass over the path each: at most three.
+        assert_eq!(check_pattern("/**/a/**/b/**/c", true), Ok(()));
+        assert!(check_pattern("/**/a/**/b/**/c/**", true).is_err());
+        assert!(check_pattern(&"/**".repeat(160), true).is_err());
+        // `*` and `**` keys are wildcards, so not in a plain path; `*` inside a key is text.
+        for wildcard in ["/*", "/**", "/os/*", "/**/os", "/a[0]/**"] {
+            assert!(check_pattern(wildcard, false).is_err(), "{wildcard}");
+        }
+        for plain in ["/os", "/a*", "/***", "/a[0]/b*c"] {
+            assert_eq!(check_pattern(plain, false), Ok(()), "{plain}");
+        }
     }
 
     #[test]
@@ -572,6 +604,9 @@ mod tests {
             vec![rule("  ", None)],
             vec![rule("a", Some("os"))],
             vec![rule("a", Some("/hardware/disks[*]"))],
+            vec![rule("a", Some("/**"))],
+            vec![rule("a", Some("/**/firewall"))],
+            vec![rule("a", Some("/os/*"))],
             (0..=MAX_NOTIFICATION_RULES)
                 .map(|i| rule(&i.to_string(), None))
                 .collect(),

@@ -112,6 +112,7 @@ struct SystemRow {
     last_seen_position: Option<i64>,
     watched_since: DateTime<Utc>,
     silent_last_seen_at: Option<DateTime<Utc>>,
+    first_seen_after_silence: Option<DateTime<Utc>>,
     timeout_minutes: Option<i32>,
     updated_position: i64,
 }
@@ -125,7 +126,7 @@ struct IntervalRow {
 
 const SYSTEM_COLUMNS: &str = "system_id, tenant_id, system_key, name, kind, lifecycle, status, \
      status_since, last_seen_at, last_seen_position, watched_since, silent_last_seen_at, \
-     timeout_minutes, updated_position";
+     first_seen_after_silence, timeout_minutes, updated_position";
 
 /// The event types that are signs of life.
 const SIGNS_OF_LIFE: [&str; 4] = [
@@ -234,6 +235,7 @@ impl LivenessChanges {
             last_seen_position: None,
             watched_since: event.recorded_at,
             silent_last_seen_at: None,
+            first_seen_after_silence: None,
             timeout_minutes: None,
             updated_position: event.position,
         };
@@ -260,6 +262,12 @@ impl LivenessChanges {
             row.status_since = seen;
             self.open(system, tenant, ACTIVE, seen);
         } else if row.status == INACTIVE {
+            // The first sign of life after the silence is when the system came back.
+            if row.first_seen_after_silence.is_none()
+                && row.silent_last_seen_at.is_some_and(|silent| seen > silent)
+            {
+                row.first_seen_after_silence = Some(seen);
+            }
             self.wake_monitor = true;
         }
     }
@@ -283,6 +291,7 @@ impl LivenessChanges {
         slot.dirty = true;
         // A sign of life folded after the monitor read the row: the recovery is due at once.
         let seen_since = row.last_seen_at.is_some_and(|seen| seen > last_seen);
+        row.first_seen_after_silence = row.last_seen_at.filter(|_| seen_since);
         if open {
             self.close(system, tenant, ACTIVE, started, at);
         }
@@ -304,6 +313,7 @@ impl LivenessChanges {
         row.status = ACTIVE.to_owned();
         row.status_since = at;
         row.silent_last_seen_at = None;
+        row.first_seen_after_silence = None;
         row.updated_position = event.position;
         slot.dirty = true;
         if open {
@@ -561,6 +571,7 @@ async fn flush_systems(
     let mut seen_positions = Vec::with_capacity(n);
     let mut watched = Vec::with_capacity(n);
     let mut silent_seen = Vec::with_capacity(n);
+    let mut first_seen = Vec::with_capacity(n);
     let mut timeouts = Vec::with_capacity(n);
     let mut updated = Vec::with_capacity(n);
     for row in rows {
@@ -576,6 +587,7 @@ async fn flush_systems(
         seen_positions.push(row.last_seen_position);
         watched.push(row.watched_since);
         silent_seen.push(row.silent_last_seen_at);
+        first_seen.push(row.first_seen_after_silence);
         timeouts.push(row.timeout_minutes);
         updated.push(row.updated_position);
     }
@@ -584,7 +596,7 @@ async fn flush_systems(
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
                               $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[], \
                               $10::bigint[], $11::timestamptz[], $12::timestamptz[], \
-                              $13::integer[], $14::bigint[]) \
+                              $13::timestamptz[], $14::integer[], $15::bigint[]) \
          ON CONFLICT (system_id) DO UPDATE SET \
              lifecycle = excluded.lifecycle, \
              status = excluded.status, \
@@ -593,6 +605,7 @@ async fn flush_systems(
              last_seen_position = excluded.last_seen_position, \
              watched_since = excluded.watched_since, \
              silent_last_seen_at = excluded.silent_last_seen_at, \
+             first_seen_after_silence = excluded.first_seen_after_silence, \
              timeout_minutes = excluded.timeout_minutes, \
              updated_position = excluded.updated_position"
     ))
@@ -608,6 +621,7 @@ async fn flush_systems(
     .bind(&seen_positions)
     .bind(&watched)
     .bind(&silent_seen)
+    .bind(&first_seen)
     .bind(&timeouts)
     .bind(&updated)
     .execute(tx)

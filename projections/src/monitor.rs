@@ -262,7 +262,8 @@ impl<C: Clock> LivenessMonitor<C> {
 
     async fn recover(&self) -> Result<usize, RuntimeError> {
         let recovering: Vec<Recovering> = sqlx::query_as(
-            "SELECT system_id, tenant_id, kind, silent_last_seen_at, last_seen_at \
+            "SELECT system_id, tenant_id, kind, silent_last_seen_at, \
+                    coalesce(first_seen_after_silence, last_seen_at) AS last_seen_at \
              FROM liveness_systems \
              WHERE status = 'inactive' AND last_seen_at > silent_last_seen_at \
                AND lifecycle <> 'decommissioned'",

@@ -299,3 +299,50 @@ fn a_diff_read_back_from_json_applies_to_exactly_the_new_document() {
         serde_json::from_str(&serde_json::to_string(&changes).unwrap()).unwrap();
     assert_eq!(apply(&old, &stored).unwrap(), new);
 }
+
+/// A pattern full of `/**` against a deep path it does not match is answered (at once): trying
+/// every skip of every `/**` recursively took exponential time, enough to hang the diff reactor.
+#[test]
+fn many_any_depth_wildcards_do_not_take_exponential_time() {
+    use projections::inventory::rules::PathPattern;
+    let deep = format!("{}/end", "/x[0]/y".repeat(20));
+    let spread = PathPattern::parse(&format!("{}/nope", "/**/x".repeat(40))).unwrap();
+    assert!(!spread.matches(&deep));
+    let spread_hit = PathPattern::parse(&format!("{}/end", "/**/y".repeat(20))).unwrap();
+    assert!(spread_hit.matches(&deep));
+    let stacked = PathPattern::parse(&format!("{}/nope", "/**".repeat(160))).unwrap();
+    assert!(!stacked.matches(&deep));
+    let stacked_hit = PathPattern::parse(&format!("{}/end", "/**".repeat(160))).unwrap();
+    assert!(stacked_hit.matches(&deep));
+    let rules = DiffRules::for_tenant(&events_schema::InventoryRulesConfigured {
+        ignored_paths: vec![format!("{}/nope", "/**/*".repeat(30))],
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!rules.is_ignored(&deep));
+}
+
+/// What a pattern of keys, `*` and `**` should match, the slow obvious way.
+fn reference_match(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => true,
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| reference_match(rest, &path[skip..])),
+        Some((first, rest)) => path
+            .split_first()
+            .is_some_and(|(s, path)| (*first == "*" || first == s) && reference_match(rest, path)),
+    }
+}
+
+proptest! {
+    #[test]
+    fn pattern_matching_agrees_with_the_obvious_recursion(
+        pattern in prop::collection::vec(prop::sample::select(vec!["a", "b", "*", "**"]), 0..7),
+        path in prop::collection::vec(prop::sample::select(vec!["a", "b"]), 0..7),
+    ) {
+        let render = |segments: &[&str]| {
+            segments.iter().map(|s| format!("/{s}")).collect::<String>()
+        };
+        let parsed = projections::inventory::rules::PathPattern::parse(&render(&pattern)).unwrap();
+        prop_assert_eq!(parsed.matches(&render(&path)), reference_match(&pattern, &path));
+    }
+}

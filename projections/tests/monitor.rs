@@ -166,10 +166,29 @@ async fn silent_systems_go_inactive_and_recover_once_each(pool: PgPool) {
     );
     assert_eq!(monitor.tick().await.unwrap().went_silent, 0);
 
-    // It shows life again: one SystemRecovered, however often the monitor ticks.
+    // It shows life again (twice before the monitor looks): one SystemRecovered, dated at the
+    // first sign of life, however often the monitor ticks.
     fleet.heartbeat(&quiet_stream).await;
     fleet.project().await;
+    fleet.heartbeat(&quiet_stream).await;
+    fleet.project().await;
+    let first_back: chrono::DateTime<Utc> = sqlx::query_scalar(
+        "SELECT recorded_at FROM events WHERE stream_id = $1 AND event_type = 'HeartbeatReceived' \
+         ORDER BY position DESC OFFSET 1 LIMIT 1",
+    )
+    .bind(quiet_stream.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(monitor.tick().await.unwrap().recovered, 1);
+    let recovered: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM events WHERE event_type = 'SystemRecovered'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let seen_at: chrono::DateTime<Utc> =
+        serde_json::from_value(recovered["seen_at"].clone()).unwrap();
+    assert_eq!(seen_at, first_back);
     assert_eq!(monitor.tick().await.unwrap().recovered, 1, "not folded yet");
     assert_eq!(fleet.count("SystemRecovered").await, 1);
     fleet.project().await;

@@ -8,9 +8,10 @@
 //! points at.
 //!
 //! **As of a time** is the one read that folds events (the exception DESIGN.md allows): the
-//! nearest snapshot at or before the time, then the InventoryChanged events of that system's
-//! stream found after the snapshot and up to the time (located through the timeline's index,
-//! read from the event store), applied in position order with
+//! nearest snapshot at or before the time, then the InventoryChanged events of the reports
+//! after it in the log, up to the latest report at or before the time (located through the
+//! timeline's index, read from the event store; see `inventory_as_of` for the exact rule),
+//! applied in position order with
 //! `projections::inventory::diff::apply`. Fields the differ ignores (uptime, byte counters,
 //! timestamps; see `docs/inventory.md`) never appear in a diff, so they show the snapshot's
 //! values, and identity-matched arrays may come in another order than the agent sent.
@@ -19,7 +20,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use command_side::inventory_rules::{Category, Op, Severity};
 use events_schema::upcast::Upcasters;
 use events_schema::{DomainEvent, InventoryChanged, InventoryReported, StreamId, TenantId};
@@ -281,20 +282,52 @@ async fn inventory_as_of(
             .await
             .map_err(internal)?;
     let mut data = document(position, payload)?;
+    // Which diffs to apply. A diff (InventoryChanged) belongs to the report that caused it (its
+    // `causation_id`; every InventoryChanged is the diff reactor's reaction to one
+    // InventoryReported), compares that report with the system's previous full report in the
+    // log, and is appended after it, possibly much later (the reactor may lag behind later
+    // reports). Its `changed_at` is that report's `recorded_at`. So:
+    //
+    // * the diffs that lead on from the snapshot are those of reports after it in the log
+    //   (report position > snapshot position), in position order; the diff's own position
+    //   says nothing here, as the snapshot's own diff and a lagging diff of an earlier report
+    //   also come after the snapshot's report;
+    // * the report the answer shows (the target) is, like the snapshot, the latest one by
+    //   `(recorded_at, position)` at or before `at`: among those diffs, the one with the
+    //   greatest `(changed_at, report position)` within `[snapshot.reported_at, at]` (such a
+    //   report is later than the snapshot in that order, so it is one whose document
+    //   retention pruned); none means the snapshot itself;
+    // * the diffs form a chain, so every diff of a report after the snapshot up to the
+    //   target's report (by position) is applied, even one whose `changed_at` lies outside
+    //   that window (a clock out of step with the log): skipping it would apply the next
+    //   diff to a document it was not computed from.
+    //
     // The diffs are found through the timeline's index (a system's stream is mostly
     // heartbeats, and `events` has no index by event type within a stream), then read from the
     // event store by position. The timeline and the snapshots are folded by the same projector
     // in the same transactions, so they are consistent with each other.
     let diffs: Vec<(i64, i32, Value)> = sqlx::query_as(
-        "SELECT position, schema_version, payload FROM events \
-         WHERE position IN (SELECT position FROM inventory_changes \
-                            WHERE system_id = $1 AND tenant_id = $2 \
-                              AND changed_at > $3 AND changed_at <= $4) \
-           AND stream_id = $5 AND event_type = $6 \
-         ORDER BY position",
+        "WITH later AS ( \
+             SELECT c.position, c.changed_at, r.position AS report_position \
+             FROM (SELECT DISTINCT position, changed_at FROM inventory_changes \
+                   WHERE system_id = $1 AND tenant_id = $2 AND position > $3) c \
+             JOIN events d ON d.position = c.position \
+                          AND d.stream_id = $6 AND d.event_type = $7 \
+             JOIN events r ON r.event_id = (d.metadata ->> 'causation_id')::uuid \
+                          AND r.stream_id = $6 \
+             WHERE r.position > $3), \
+         target AS ( \
+             SELECT report_position FROM later \
+             WHERE changed_at >= $4 AND changed_at <= $5 \
+             ORDER BY changed_at DESC, report_position DESC LIMIT 1) \
+         SELECT e.position, e.schema_version, e.payload \
+         FROM later JOIN target ON later.report_position <= target.report_position \
+         JOIN events e ON e.position = later.position \
+         ORDER BY e.position",
     )
     .bind(system_id)
     .bind(tenant.tenant_id.0)
+    .bind(position)
     .bind(reported_at)
     .bind(at)
     .bind(StreamId::system(system_id).as_str())
@@ -545,7 +578,10 @@ impl ChangeFilter {
                         "`cursor` was given for the other `order`; pass the same `order`".into(),
                     ));
                 }
+                // A time the database cannot hold would fail there (a 500): no cursor this
+                // API gave lies outside years 1 to 9999.
                 let changed_at = DateTime::from_timestamp_micros(cursor.changed_at_micros)
+                    .filter(|t| (1..=9999).contains(&t.year()))
                     .ok_or_else(|| bad("`cursor` is not one this API gave".into()))?;
                 Some((changed_at, cursor.position, cursor.index))
             }
@@ -604,10 +640,20 @@ async fn changes_of(
             .push("))");
     }
     if let Some((changed_at, position, idx)) = filter.after {
-        let (before, after) = match filter.order {
-            Order::Desc => ("<", ">"),
-            Order::Asc => (">", ">"),
+        // After the cursor's change: a later `(changed_at, position)` in the page's order, or
+        // a later `idx` of the same diff (always ascending). The OR alone is only a filter, so
+        // each page would walk the index from its start to the cursor; the row comparison
+        // against the cursor's own `(changed_at, position)` (inclusive, for the rest of its
+        // diff) is the bound the index scan starts from.
+        let (before, bound) = match filter.order {
+            Order::Desc => ("<", "<="),
+            Order::Asc => (">", ">="),
         };
+        sql.push(format!(" AND (changed_at, position) {bound} ("))
+            .push_bind(changed_at)
+            .push(", ")
+            .push_bind(position)
+            .push(")");
         sql.push(format!(" AND ((changed_at, position) {before} ("))
             .push_bind(changed_at)
             .push(", ")
@@ -616,7 +662,7 @@ async fn changes_of(
             .push_bind(changed_at)
             .push(" AND position = ")
             .push_bind(position)
-            .push(format!(" AND idx {after} "))
+            .push(" AND idx > ")
             .push_bind(idx)
             .push("))");
     }
@@ -697,6 +743,39 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         for bad in ["", "zz", &"0".repeat(42), &"ä".repeat(21)] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_outside_years_1_to_9999_are_refused() {
+        let with_micros = |micros: i64| ChangeQuery {
+            cursor: Some(
+                Cursor {
+                    order: Order::Desc,
+                    changed_at_micros: micros,
+                    position: 1,
+                    index: 0,
+                }
+                .encode(),
+            ),
+            ..ChangeQuery::default()
+        };
+        // 0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z.
+        let (first, past_last) = (-62_135_596_800_000_000, 253_402_300_800_000_000);
+        for micros in [0, first, past_last - 1] {
+            assert!(ChangeFilter::parse(with_micros(micros)).is_ok(), "{micros}");
+        }
+        for micros in [
+            i64::MIN,
+            -3_000_000_000_000_000_000,
+            first - 1,
+            past_last,
+            i64::MAX,
+        ] {
+            assert!(
+                ChangeFilter::parse(with_micros(micros)).is_err(),
+                "{micros}"
+            );
         }
     }
 

@@ -155,19 +155,23 @@ pub struct PathPattern {
 }
 
 impl PathPattern {
-    /// Parses a pattern.
+    /// Parses a pattern. Consecutive `/**` segments mean the same as one and are merged.
     pub fn parse(pattern: &str) -> Result<Self, PatternError> {
-        let segments = tokenize(pattern)?
-            .into_iter()
-            .map(|token| match token {
+        let mut segments: Vec<PatternSegment> = Vec::new();
+        for token in tokenize(pattern)? {
+            let segment = match token {
                 Token::Key(k) if k == "*" => PatternSegment::AnyKey,
                 Token::Key(k) if k == "**" => PatternSegment::AnyDepth,
                 Token::Key(k) => PatternSegment::Key(k),
                 Token::Index(i) => PatternSegment::Index(i),
                 Token::Id(key, value) => PatternSegment::Id { key, value },
                 Token::AnyElement => PatternSegment::AnyElement,
-            })
-            .collect();
+            };
+            if segment == PatternSegment::AnyDepth && segments.last() == Some(&segment) {
+                continue;
+            }
+            segments.push(segment);
+        }
         Ok(Self {
             source: pattern.to_owned(),
             segments,
@@ -193,17 +197,37 @@ impl PathPattern {
     }
 }
 
+/// Whether `pattern` matches a prefix of `path`, by dynamic programming over (pattern
+/// segment, path segment): O(pattern × path) time and O(path) memory, however many `/**` the
+/// pattern has (trying every skip of every `/**` recursively is exponential in their number).
+///
+/// `next[j]` says whether the pattern's segments after the current one match a prefix of
+/// `path[j..]`; the pattern's end matches anything.
 fn matches_from(pattern: &[PatternSegment], path: &[SegmentRef<'_>]) -> bool {
-    let Some((first, rest)) = pattern.split_first() else {
-        return true;
-    };
-    if *first == PatternSegment::AnyDepth {
-        return (0..=path.len()).any(|skip| matches_from(rest, &path[skip..]));
+    let n = path.len();
+    let mut next = vec![true; n + 1];
+    let mut here = vec![false; n + 1];
+    for segment in pattern.iter().rev() {
+        if *segment == PatternSegment::AnyDepth {
+            // `/**` skips zero or more segments: the rest matches at j or at any later place.
+            here[n] = next[n];
+            for j in (0..n).rev() {
+                here[j] = next[j] || here[j + 1];
+            }
+        } else {
+            here[n] = false;
+            for j in 0..n {
+                here[j] = next[j + 1] && segment_matches(segment, &path[j]);
+            }
+        }
+        std::mem::swap(&mut next, &mut here);
     }
-    let Some((segment, path_rest)) = path.split_first() else {
-        return false;
-    };
-    let here = match (first, segment) {
+    next[0]
+}
+
+/// Whether one pattern segment other than `/**` matches one path segment.
+fn segment_matches(pattern: &PatternSegment, segment: &SegmentRef<'_>) -> bool {
+    match (pattern, segment) {
         (PatternSegment::Key(k), SegmentRef::Key(s)) => k == s,
         (PatternSegment::AnyKey, SegmentRef::Key(_)) => true,
         (PatternSegment::Index(i), SegmentRef::Index(j)) => i == j,
@@ -212,8 +236,7 @@ fn matches_from(pattern: &[PatternSegment], path: &[SegmentRef<'_>]) -> bool {
         }
         (PatternSegment::AnyElement, SegmentRef::Index(_) | SegmentRef::Id { .. }) => true,
         _ => false,
-    };
-    here && matches_from(rest, path_rest)
+    }
 }
 
 /// One compiled category/severity rule.
