@@ -340,23 +340,50 @@ struct Filter {
     after: Option<Uuid>,
 }
 
-/// The tenant's systems: every registered one, with its liveness row if the projector has folded
-/// it (`unknown` since its registration if not), and the tenant's timeout policy.
-const SELECT_SYSTEMS: &str = "SELECT r.system_id, r.system_key, r.name, r.kind, r.labels, \
-            r.status AS lifecycle, r.credentials_version, r.registered_at, \
-            COALESCE(l.status, 'unknown') AS status, \
-            COALESCE(l.status_since, r.registered_at) AS status_since, l.last_seen_at, \
-            COALESCE(l.watched_since, r.registered_at) AS watched_since, \
-            l.timeout_minutes AS system_timeout, p.timeout_minutes AS tenant_timeout \
-     FROM registry_systems r \
+/// The columns of a listed system: its registry row, its liveness row if the projector has
+/// folded it (`unknown` since its registration if not), and the tenant's timeout policy.
+macro_rules! system_columns {
+    () => {
+        "r.system_id, r.system_key, r.name, r.kind, r.labels, \
+         r.status AS lifecycle, r.credentials_version, r.registered_at, \
+         COALESCE(l.status, 'unknown') AS status, \
+         COALESCE(l.status_since, r.registered_at) AS status_since, l.last_seen_at, \
+         COALESCE(l.watched_since, r.registered_at) AS watched_since, \
+         l.timeout_minutes AS system_timeout, p.timeout_minutes AS tenant_timeout"
+    };
+}
+
+/// The tenant's systems: every registered one (driven by the registry, so systems the liveness
+/// projector has not folded yet are there too).
+const SELECT_SYSTEMS: &str = concat!(
+    "SELECT ",
+    system_columns!(),
+    " FROM registry_systems r \
      LEFT JOIN liveness_systems l ON l.system_id = r.system_id AND l.tenant_id = r.tenant_id \
      LEFT JOIN liveness_tenant_policies p ON p.tenant_id = r.tenant_id \
      WHERE r.tenant_id = $1 \
        AND ($2::text IS NULL OR COALESCE(l.status, 'unknown') = $2) \
        AND ($3::text IS NULL OR r.kind = $3) \
-       AND ($4::text IS NULL OR r.status = $4)";
+       AND ($4::text IS NULL OR r.status = $4)"
+);
 
-/// Up to `limit` of the tenant's systems that pass `filter`, by id.
+/// The systems with one liveness status, found through the read model's (tenant, status, id)
+/// index.
+const SELECT_SYSTEMS_BY_STATUS: &str = concat!(
+    "SELECT ",
+    system_columns!(),
+    " FROM liveness_systems l \
+     JOIN registry_systems r ON r.system_id = l.system_id AND r.tenant_id = l.tenant_id \
+     LEFT JOIN liveness_tenant_policies p ON p.tenant_id = l.tenant_id \
+     WHERE l.tenant_id = $1 AND l.status = $2 \
+       AND ($3::text IS NULL OR r.kind = $3) \
+       AND ($4::text IS NULL OR r.status = $4)"
+);
+
+/// Up to `limit` of the tenant's systems that pass `filter`, by id. A status filter leaves out
+/// decommissioned systems unless the lifecycle filter asks for them (a retired machine is
+/// neither up nor down). `active` and `inactive` are found through the liveness read model's
+/// (tenant, status, id) index rather than by walking every system of the tenant.
 async fn systems_of_tenant(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
@@ -364,10 +391,22 @@ async fn systems_of_tenant(
     limit: i64,
     default_timeout_minutes: i32,
 ) -> Result<Vec<SystemLiveness>, sqlx::Error> {
-    let sql = format!(
-        "{SELECT_SYSTEMS} AND ($5::uuid IS NULL OR r.system_id > $5) \
-         ORDER BY r.system_id LIMIT $6"
-    );
+    let retired_too = matches!(filter.lifecycle, Some(Lifecycle::Decommissioned));
+    let not_retired = if filter.status.is_some() && !retired_too {
+        " AND r.status <> 'decommissioned'"
+    } else {
+        ""
+    };
+    let sql = match filter.status {
+        Some(LivenessStatus::Active | LivenessStatus::Inactive) => format!(
+            "{SELECT_SYSTEMS_BY_STATUS}{not_retired} AND ($5::uuid IS NULL OR l.system_id > $5) \
+             ORDER BY l.system_id LIMIT $6"
+        ),
+        _ => format!(
+            "{SELECT_SYSTEMS}{not_retired} AND ($5::uuid IS NULL OR r.system_id > $5) \
+             ORDER BY r.system_id LIMIT $6"
+        ),
+    };
     sqlx::query(&sql)
         .bind(tenant.0)
         .bind(filter.status.map(status_str))
@@ -435,9 +474,11 @@ async fn summary_of(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
 ) -> Result<FleetSummary, sqlx::Error> {
+    // Driven by the registry like the list: a system not folded yet counts as unknown.
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT lifecycle, status, count(*) FROM liveness_systems \
-         WHERE tenant_id = $1 GROUP BY lifecycle, status",
+        "SELECT r.status, COALESCE(l.status, 'unknown'), count(*) FROM registry_systems r \
+         LEFT JOIN liveness_systems l ON l.system_id = r.system_id AND l.tenant_id = r.tenant_id \
+         WHERE r.tenant_id = $1 GROUP BY 1, 2",
     )
     .bind(tenant.0)
     .fetch_all(db)
