@@ -30,3 +30,15 @@ fn committed_openapi_matches_the_code() {
         "docs/openapi.json is stale; run `cargo run -- openapi export`"
     );
 }
+
+#[test]
+fn the_api_docs_name_every_catalogue_event_type() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    let missing: Vec<&str> = events_schema::EVENT_TYPES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !docs.contains(&format!("{name},")) && !docs.contains(&format!("{name}.")))
+        .collect();
+    assert!(missing.is_empty(), "docs/api.md does not list {missing:?}");
+}
