@@ -232,6 +232,7 @@ impl AlertPublisher {
             .collect();
         let transitions = self.transitions_of(&alerts).await?;
         let systems = registered_systems(self.store.pool(), &transitions).await?;
+        let mut ready = Vec::with_capacity(alerts.len());
         for alert in alerts {
             let transition = alert
                 .metadata
@@ -239,13 +240,14 @@ impl AlertPublisher {
                 .and_then(|id| transitions.iter().find(|t| t.event_id.0 == id));
             let system = transition.and_then(|t| system_of(t).and_then(|id| systems.get(&id)));
             match (transition, system) {
-                (Some(transition), Some(system)) => self.deliver(alert, transition, system).await?,
+                (Some(transition), Some(system)) => ready.push((alert, transition, system)),
                 _ => {
                     self.park(alert, "its transition or system cannot be found")
                         .await?
                 }
             }
         }
+        self.deliver_all(ready).await?;
         let mut tx = self.store.pool().begin().await?;
         if checkpoint::lock(&mut tx, PUBLISHER_NAME).await? < batch.end {
             checkpoint::advance(&mut tx, PUBLISHER_NAME, batch.end).await?;
@@ -297,23 +299,84 @@ impl AlertPublisher {
         Ok(())
     }
 
-    /// Publishes one alert unless its delivery is already stored, then stores the delivery.
-    async fn deliver(
+    /// Publishes the alerts whose delivery is not stored yet, in order, without waiting for each
+    /// acknowledgement before the next publish; once JetStream acknowledged them all, stores
+    /// their deliveries. A failure anywhere fails the batch, which is tried again: what was
+    /// published already carries the same `Nats-Msg-Id` again and JetStream drops it.
+    async fn deliver_all(
+        &self,
+        ready: Vec<(
+            &RecordedEvent,
+            &RecordedEvent,
+            &crate::link_failed::RegisteredSystem,
+        )>,
+    ) -> Result<(), PublishError> {
+        let ids: Vec<uuid::Uuid> = ready.iter().map(|r| Self::delivery_id(r.0).0).collect();
+        let stored: std::collections::HashSet<uuid::Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(self.store.pool())
+                .await?
+                .into_iter()
+                .collect();
+        let mut published = Vec::new();
+        for (alert, transition, system) in ready {
+            let delivery_id = Self::delivery_id(alert);
+            if stored.contains(&delivery_id.0) {
+                continue;
+            }
+            let (subject, status, body) = self.message(alert, transition, system);
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                delivery_id.to_string().as_str(),
+            );
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers, body.into())
+                .await
+                .map_err(|error| PublishError::Nats(error.to_string()))?;
+            published.push((ack, alert, delivery_id, subject, status));
+        }
+        let mut deliveries = Vec::with_capacity(published.len());
+        for (ack, alert, delivery_id, subject, status) in published {
+            ack.await
+                .map_err(|error| PublishError::Nats(error.to_string()))?;
+            metrics::counter!("fleetlog_alerts_published_total", "status" => status).increment(1);
+            let delivered = NotificationDelivered {
+                channel: "jetstream".into(),
+                target: subject,
+                transition: if alert.event_type == AlertTriggered::EVENT_TYPE {
+                    "triggered"
+                } else {
+                    "resolved"
+                }
+                .into(),
+            };
+            let mut event = NewEvent::new(alert.tenant_id, &delivered, alert.recorded_at)
+                .with_event_id(delivery_id);
+            event.metadata.causation_id = Some(alert.event_id.0);
+            event.metadata.source = Some(PUBLISHER_NAME.to_owned());
+            deliveries.push((&alert.stream_id, event));
+        }
+        let appended =
+            futures::future::join_all(deliveries.into_iter().map(|(stream, event)| {
+                self.store.append(stream, ExpectedVersion::Any, vec![event])
+            }))
+            .await;
+        for result in appended {
+            result.map_err(RuntimeError::from)?;
+        }
+        Ok(())
+    }
+
+    /// The subject, status and body of the message about `alert`.
+    fn message(
         &self,
         alert: &RecordedEvent,
         transition: &RecordedEvent,
         system: &crate::link_failed::RegisteredSystem,
-    ) -> Result<(), PublishError> {
-        let delivery_id = Self::delivery_id(alert);
-        let delivered: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)")
-                .bind(delivery_id.0)
-                .fetch_one(self.store.pool())
-                .await?;
-        if delivered {
-            return Ok(());
-        }
-        let triggered = alert.event_type == AlertTriggered::EVENT_TYPE;
+    ) -> (String, &'static str, Vec<u8>) {
         let status = match transition.event_type.as_str() {
             t if t == SystemWentSilent::EVENT_TYPE => "offline",
             t if t == SystemRecovered::EVENT_TYPE => "online",
@@ -332,39 +395,16 @@ impl AlertPublisher {
             "alert": {
                 "name": crate::link_failed::LINK_FAILED,
                 "dedup_key": dedup_key(system.system_id),
-                "action": if triggered { "trigger" } else { "resolve" },
+                "action": if alert.event_type == AlertTriggered::EVENT_TYPE { "trigger" } else { "resolve" },
             },
             "details": transition.payload,
             "at": transition.recorded_at,
             "event_id": transition.event_id,
         });
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            delivery_id.to_string().as_str(),
-        );
-        let body = serde_json::to_vec(&payload).unwrap_or_default();
-        let ack = self
-            .jetstream
-            .publish_with_headers(subject.clone(), headers, body.into())
-            .await
-            .map_err(|error| PublishError::Nats(error.to_string()))?;
-        ack.await
-            .map_err(|error| PublishError::Nats(error.to_string()))?;
-        metrics::counter!("fleetlog_alerts_published_total", "status" => status).increment(1);
-        let delivered = NotificationDelivered {
-            channel: "jetstream".into(),
-            target: subject,
-            transition: if triggered { "triggered" } else { "resolved" }.into(),
-        };
-        let mut event = NewEvent::new(alert.tenant_id, &delivered, alert.recorded_at)
-            .with_event_id(delivery_id);
-        event.metadata.causation_id = Some(alert.event_id.0);
-        event.metadata.source = Some(PUBLISHER_NAME.to_owned());
-        self.store
-            .append(&alert.stream_id, ExpectedVersion::Any, vec![event])
-            .await
-            .map_err(RuntimeError::from)?;
-        Ok(())
+        (
+            subject,
+            status,
+            serde_json::to_vec(&payload).unwrap_or_default(),
+        )
     }
 }

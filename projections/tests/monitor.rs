@@ -502,3 +502,50 @@ async fn a_silence_that_raced_a_pause_raises_no_alert(pool: PgPool) {
     alerts.catch_up().await.unwrap();
     assert_eq!(fleet.count("AlertTriggered").await, 1);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_burst_of_alerts_is_published_once_each(pool: PgPool) {
+    let fleet = Fleet::new(&pool);
+    for n in 0..30 {
+        let (_, stream) = fleet
+            .register(&format!("gw-{n}"), SystemKind::Gateway)
+            .await;
+        fleet.heartbeat(&stream).await;
+    }
+    fleet.project().await;
+    let clock = ManualClock::at(Utc::now() + minutes(15));
+    assert_eq!(
+        fleet.monitor(&clock, 0).tick().await.unwrap().went_silent,
+        30
+    );
+    ReactorRunner::new(fleet.store.clone(), LinkFailedAlerts, 100)
+        .catch_up()
+        .await
+        .unwrap();
+
+    let run = Uuid::now_v7().simple().to_string();
+    let config = AlertPublisherConfig {
+        nats_url: "nats://127.0.0.1:4222".into(),
+        stream_name: format!("FLEETLOG_ALERTS_BURST_{run}"),
+        subject_prefix: format!("alertburst{run}"),
+    };
+    let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    for _ in 0..2 {
+        let publisher = AlertPublisher::connect(fleet.store.clone(), config.clone())
+            .await
+            .unwrap();
+        publisher.catch_up().await.unwrap();
+        let mut stream = jetstream.get_stream(&config.stream_name).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 30);
+        assert_eq!(fleet.count("NotificationDelivered").await, 30);
+        // A restart that replays everything publishes nothing again.
+        sqlx::query(
+            "UPDATE projection_checkpoints SET position = 0 WHERE projector = 'gw_offline_publisher'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    jetstream.delete_stream(&config.stream_name).await.unwrap();
+}
