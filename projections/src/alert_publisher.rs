@@ -28,7 +28,7 @@ use sqlx::postgres::PgListener;
 
 use crate::checkpoint;
 use crate::link_failed::{dedup_key, registered_systems, system_of};
-use crate::runtime::{read_batch, RetryPolicy, RuntimeError, IDLE_POLL};
+use crate::runtime::{read_batch, record_progress, RetryPolicy, RuntimeError, IDLE_POLL};
 
 /// The publisher's name: checkpoint and lease key, namespace of its derived ids.
 pub const PUBLISHER_NAME: &str = "gw_offline_publisher";
@@ -253,6 +253,7 @@ impl AlertPublisher {
             checkpoint::advance(&mut tx, PUBLISHER_NAME, batch.end).await?;
         }
         tx.commit().await?;
+        record_progress(&self.store, PUBLISHER_NAME, batch.end, batch.events.last()).await;
         Ok(batch.end)
     }
 

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::checkpoint;
 use crate::projector::FoldError;
-use crate::runtime::{read_batch, Batch, RetryPolicy, RuntimeError, IDLE_POLL};
+use crate::runtime::{read_batch, record_progress, Batch, RetryPolicy, RuntimeError, IDLE_POLL};
 
 /// One event a reactor wants appended.
 #[derive(Debug, Clone)]
@@ -256,6 +256,7 @@ impl<R: Reactor> ReactorRunner<R> {
         tx.commit().await?;
         metrics::counter!("fleetlog_reactor_events_total", "reactor" => name)
             .increment(events.len() as u64);
+        record_progress(&self.store, name, batch.end, events.last()).await;
         Ok(())
     }
 

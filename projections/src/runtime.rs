@@ -478,34 +478,44 @@ impl<P: Projector> ProjectionRunner<P> {
 
     /// Updates the lag gauges after a batch that ended at `end`, whose last event was `last`.
     async fn record_progress(&self, end: i64, last: Option<&RecordedEvent>) {
-        let name = self.key.as_str();
-        metrics::gauge!("fleetlog_projection_position", "projector" => name.to_owned())
-            .set(end as f64);
-        let head = self.store.head_position().await.ok();
-        if let Some(head) = head {
-            metrics::gauge!("fleetlog_projection_lag_positions", "projector" => name.to_owned())
-                .set((head - end) as f64);
-        }
-        // A batch without events (a stretch of types the projector does not read) has no commit
-        // time to measure from; when it reached the head, nothing is waiting.
-        let behind = match (last, head) {
-            (Some(last), _) => Some(chrono_seconds_since(last)),
-            (None, Some(head)) if head <= end => Some(0.0),
-            _ => None,
-        };
-        if let Some(behind) = behind {
-            metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name.to_owned())
-                .set(behind);
-        }
-        let parked: Result<i64, _> =
-            sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE projector = $1")
-                .bind(name)
-                .fetch_one(self.pool())
-                .await;
-        if let Ok(parked) = parked {
-            metrics::gauge!("fleetlog_projection_parked", "projector" => name.to_owned())
-                .set(parked as f64);
-        }
+        record_progress(&self.store, &self.key, end, last).await;
+    }
+}
+
+/// Sets the position, lag and parked gauges of the runner with checkpoint key `name` (a
+/// projector, a projector's partition or a reactor), after it reached `end`; `last` is the last
+/// event it processed.
+pub(crate) async fn record_progress(
+    store: &PgEventStore,
+    name: &str,
+    end: i64,
+    last: Option<&RecordedEvent>,
+) {
+    metrics::gauge!("fleetlog_projection_position", "projector" => name.to_owned()).set(end as f64);
+    let head = store.head_position().await.ok();
+    if let Some(head) = head {
+        metrics::gauge!("fleetlog_projection_lag_positions", "projector" => name.to_owned())
+            .set((head - end) as f64);
+    }
+    // A batch without events (a stretch of types the runner does not read) has no commit time to
+    // measure from; when it reached the head, nothing is waiting.
+    let behind = match (last, head) {
+        (Some(last), _) => Some(chrono_seconds_since(last)),
+        (None, Some(head)) if head <= end => Some(0.0),
+        _ => None,
+    };
+    if let Some(behind) = behind {
+        metrics::gauge!("fleetlog_projection_lag_seconds", "projector" => name.to_owned())
+            .set(behind);
+    }
+    let parked: Result<i64, _> =
+        sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE projector = $1")
+            .bind(name)
+            .fetch_one(store.pool())
+            .await;
+    if let Ok(parked) = parked {
+        metrics::gauge!("fleetlog_projection_parked", "projector" => name.to_owned())
+            .set(parked as f64);
     }
 }
 
