@@ -6,152 +6,27 @@
 //! with tenant tokens. Another tenant's token sees nothing; bad input is a 4xx in the one error
 //! shape.
 
-use std::sync::Arc;
+#[path = "support/api.rs"]
+mod api;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use api::{app, assert_error, get, new_tenant, register, send, System};
+use axum::http::{Method, StatusCode};
 use axum::Router;
-use base64::Engine;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use command_side::event_store::{GroupCommitConfig, PgEventStore};
-use http_body_util::BodyExt;
+use command_side::event_store::PgEventStore;
 use projections::inventory::rules::PathPattern;
 use projections::inventory::{DiffRules, InventoryDiff, InventoryHistory};
 use projections::reactor::ReactorRunner;
 use projections::ProjectionRunner;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tower::ServiceExt;
 use uuid::Uuid;
-
-const ADMIN: &str = "test-admin-token";
-
-/// The whole API, and the store the reactor and projector run on.
-fn app(pool: &PgPool) -> (Router, PgEventStore) {
-    let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
-    (
-        fleetlog::http::app(store.clone(), Arc::from(ADMIN), None),
-        store,
-    )
-}
-
-/// Sends a request with an `Authorization` value and an optional JSON body; returns the status
-/// and the body as JSON (`Null` when it is not JSON).
-async fn send(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    auth: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", auth);
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = app
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-async fn get(app: &Router, uri: &str, auth: &str) -> (StatusCode, Value) {
-    send(app, Method::GET, uri, auth, None).await
-}
 
 /// A GET that must answer 200.
 async fn get_ok(app: &Router, uri: &str, auth: &str) -> Value {
     let (status, body) = get(app, uri, auth).await;
     assert_eq!(status, StatusCode::OK, "{uri}: {body}");
     body
-}
-
-/// Asserts `{"error": {"code": code, "message": "..."}}` with `status`.
-fn assert_error(reply: &(StatusCode, Value), status: StatusCode, code: &str) {
-    assert_eq!(reply.0, status, "body: {}", reply.1);
-    assert_eq!(reply.1["error"]["code"], code, "body: {}", reply.1);
-    assert!(reply.1["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// A tenant's `Authorization` value.
-struct Tenant {
-    id: Uuid,
-    auth: String,
-}
-
-async fn new_tenant(app: &Router, name: &str) -> Tenant {
-    let (status, created) = send(
-        app,
-        Method::POST,
-        "/api/admin/tenants",
-        &bearer(ADMIN),
-        Some(json!({"name": name})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let id: Uuid = serde_json::from_value(created["tenant_id"].clone()).unwrap();
-    let (status, issued) = send(
-        app,
-        Method::POST,
-        &format!("/api/admin/tenants/{id}/tokens"),
-        &bearer(ADMIN),
-        Some(json!({"name": "ops"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{issued}");
-    Tenant {
-        id,
-        auth: bearer(issued["token"].as_str().unwrap()),
-    }
-}
-
-/// A registered system's id and `Authorization` value.
-struct System {
-    id: Uuid,
-    auth: String,
-}
-
-async fn register(app: &Router, tenant: &Tenant, name: &str) -> System {
-    let (status, body) = send(
-        app,
-        Method::POST,
-        "/api/systems",
-        &tenant.auth,
-        Some(json!({"name": name, "kind": "system"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let credentials = format!(
-        "{}:{}",
-        body["system_key"].as_str().unwrap(),
-        body["secret"].as_str().unwrap()
-    );
-    System {
-        id: serde_json::from_value(body["system_id"].clone()).unwrap(),
-        auth: format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(credentials)
-        ),
-    }
 }
 
 /// Reports an inventory; returns the position of the stored event.
@@ -283,10 +158,10 @@ async fn a_tenant_reads_the_inventory_history_of_its_systems(pool: PgPool) {
     let (app, store) = app(&pool);
     let acme = new_tenant(&app, "acme").await;
     let globex = new_tenant(&app, "globex").await;
-    let db = register(&app, &acme, "db-01").await;
-    let web = register(&app, &acme, "web-01").await;
-    let quiet = register(&app, &acme, "quiet-01").await;
-    let theirs = register(&app, &globex, "their-01").await;
+    let db = register(&app, &acme, "db-01", "system").await;
+    let web = register(&app, &acme, "web-01", "system").await;
+    let quiet = register(&app, &acme, "quiet-01", "system").await;
+    let theirs = register(&app, &globex, "their-01", "system").await;
 
     let p1 = report(&app, &db, &doc1()).await;
     let p2 = report(&app, &db, &doc2()).await;
@@ -681,7 +556,7 @@ async fn prune(pool: &PgPool, positions: &[i64]) {
 async fn as_of_follows_the_log_when_recording_times_tie_or_run_backwards(pool: PgPool) {
     let (app, store) = app(&pool);
     let acme = new_tenant(&app, "acme").await;
-    let db = register(&app, &acme, "db-01").await;
+    let db = register(&app, &acme, "db-01", "system").await;
     let p1 = report(&app, &db, &doc1()).await;
     let p2 = report(&app, &db, &doc2()).await;
     let p3 = report(&app, &db, &doc3()).await;
@@ -796,7 +671,7 @@ async fn a_tenant_configures_its_inventory_rules(pool: PgPool) {
     DiffRules::for_tenant(&event).expect("the differ takes what the command side accepted");
 
     // They apply to diffs computed after them: a hostname change is now security/critical.
-    let system = register(&app, &acme, "db-01").await;
+    let system = register(&app, &acme, "db-01", "system").await;
     report(&app, &system, &json!({"hostname": "a", "fan_rpm": 1})).await;
     report(&app, &system, &json!({"hostname": "b", "fan_rpm": 2})).await;
     catch_up(&store).await;

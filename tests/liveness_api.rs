@@ -4,165 +4,21 @@
 //! `GET /api/systems/{id}/liveness`, `GET /api/fleet/summary` and `PUT /api/liveness/policy` with
 //! tenant tokens. Another tenant's token sees nothing; bad input is a 4xx in the one error shape.
 
+#[path = "support/api.rs"]
+mod api;
+
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use api::{app, assert_error, bearer, get, new_tenant, register, send, System, Tenant, ADMIN};
+use axum::http::{Method, StatusCode};
 use axum::Router;
 use command_side::event_store::{GroupCommitConfig, PgEventStore};
-use http_body_util::BodyExt;
 use projections::clock::ManualClock;
 use projections::monitor::{LivenessMonitor, MonitorConfig};
 use projections::{Liveness, ProjectionRunner};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tower::ServiceExt;
 use uuid::Uuid;
-
-const ADMIN: &str = "test-admin-token";
-
-/// The whole API, and the store the projector runs on.
-fn app(pool: &PgPool) -> (Router, PgEventStore) {
-    let store = PgEventStore::start(pool.clone(), GroupCommitConfig::default());
-    (
-        fleetlog::http::app(store.clone(), Arc::from(ADMIN), None),
-        store,
-    )
-}
-
-/// Sends a request with an `Authorization` value and an optional JSON body; returns the status
-/// and the body as JSON (`Null` when it is not JSON).
-async fn send(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    auth: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", auth);
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = app
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-async fn get(app: &Router, uri: &str, auth: &str) -> (StatusCode, Value) {
-    send(app, Method::GET, uri, auth, None).await
-}
-
-/// Asserts `{"error": {"code": code, "message": "..."}}` with `status`.
-fn assert_error(reply: &(StatusCode, Value), status: StatusCode, code: &str) {
-    assert_eq!(reply.0, status, "body: {}", reply.1);
-    assert_eq!(reply.1["error"]["code"], code, "body: {}", reply.1);
-    assert!(reply.1["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// `Basic base64(user:password)` (the root package has no base64 dev-dependency).
-fn basic(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let mut out = String::new();
-    for chunk in input.as_bytes().chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
-}
-
-/// A tenant and one of its tokens.
-struct Tenant {
-    id: Uuid,
-    token: String,
-    token_id: Uuid,
-}
-
-impl Tenant {
-    fn auth(&self) -> String {
-        bearer(&self.token)
-    }
-}
-
-async fn new_tenant(app: &Router, name: &str) -> Tenant {
-    let (status, created) = send(
-        app,
-        Method::POST,
-        "/api/admin/tenants",
-        &bearer(ADMIN),
-        Some(json!({"name": name})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let id: Uuid = serde_json::from_value(created["tenant_id"].clone()).unwrap();
-    let (status, issued) = send(
-        app,
-        Method::POST,
-        &format!("/api/admin/tenants/{id}/tokens"),
-        &bearer(ADMIN),
-        Some(json!({"name": "ops"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{issued}");
-    Tenant {
-        id,
-        token: issued["token"].as_str().unwrap().to_owned(),
-        token_id: serde_json::from_value(issued["token_id"].clone()).unwrap(),
-    }
-}
-
-/// A registered system's id and `Authorization` value.
-struct System {
-    id: Uuid,
-    auth: String,
-}
-
-async fn register(app: &Router, tenant: &Tenant, name: &str, kind: &str) -> System {
-    let (status, body) = send(
-        app,
-        Method::POST,
-        "/api/systems",
-        &tenant.auth(),
-        Some(json!({"name": name, "kind": kind})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    System {
-        id: serde_json::from_value(body["system_id"].clone()).unwrap(),
-        auth: basic(
-            body["system_key"].as_str().unwrap(),
-            body["secret"].as_str().unwrap(),
-        ),
-    }
-}
 
 async fn heartbeat(app: &Router, system: &System) {
     let (status, body) = send(
@@ -181,7 +37,7 @@ async fn set_policy(app: &Router, tenant: &Tenant, body: Value) -> (StatusCode, 
         app,
         Method::PUT,
         "/api/liveness/policy",
-        &tenant.auth(),
+        &tenant.auth,
         Some(body),
     )
     .await
@@ -228,7 +84,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
         &app,
         Method::POST,
         &format!("/api/systems/{}/decommission", old.id),
-        &acme.auth(),
+        &acme.auth,
         None,
     )
     .await;
@@ -237,7 +93,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
         &app,
         Method::POST,
         &format!("/api/systems/{}/pause", gateway.id),
-        &acme.auth(),
+        &acme.auth,
         None,
     )
     .await;
@@ -289,7 +145,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
     catch_up(&store).await;
 
     // The list: every system, by id, with its liveness.
-    let (status, page) = get(&app, "/api/systems", &acme.auth()).await;
+    let (status, page) = get(&app, "/api/systems", &acme.auth).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let all = sorted(vec![db.id, web.id, gateway.id, quiet.id, old.id]);
     assert_eq!(ids(&page), all);
@@ -359,7 +215,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
 
     // Filters.
     let filtered = |query: &'static str| {
-        let (app, auth) = (app.clone(), acme.auth());
+        let (app, auth) = (app.clone(), acme.auth.clone());
         async move {
             let (status, page) = get(&app, &format!("/api/systems?{query}"), &auth).await;
             assert_eq!(status, StatusCode::OK, "{query}: {page}");
@@ -389,7 +245,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
     let mut uri = "/api/systems?limit=2".to_owned();
     let mut pages = 0;
     loop {
-        let (status, page) = get(&app, &uri, &acme.auth()).await;
+        let (status, page) = get(&app, &uri, &acme.auth).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         pages += 1;
         let page_ids = ids(&page);
@@ -406,7 +262,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
     let (status, detail) = get(
         &app,
         &format!("/api/systems/{}/liveness", db.id),
-        &acme.auth(),
+        &acme.auth,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{detail}");
@@ -419,7 +275,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
     let (_, old_detail) = get(
         &app,
         &format!("/api/systems/{}/liveness?limit=1", old.id),
-        &acme.auth(),
+        &acme.auth,
     )
     .await;
     assert!(
@@ -428,7 +284,7 @@ async fn a_tenant_reads_the_liveness_of_its_fleet(pool: PgPool) {
     );
 
     // The summary: decommissioned systems are counted apart, not as inactive.
-    let (status, summary) = get(&app, "/api/fleet/summary", &acme.auth()).await;
+    let (status, summary) = get(&app, "/api/fleet/summary", &acme.auth).await;
     assert_eq!(status, StatusCode::OK, "{summary}");
     assert_eq!(
         summary,
@@ -452,7 +308,7 @@ async fn another_tenant_sees_nothing_and_bad_input_is_refused(pool: PgPool) {
     catch_up(&store).await;
 
     // Globex sees its own system only, with the default timeout, and not acme's.
-    let (status, page) = get(&app, "/api/systems", &globex.auth()).await;
+    let (status, page) = get(&app, "/api/systems", &globex.auth).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ids(&page), vec![own.id]);
     assert_eq!(
@@ -465,11 +321,11 @@ async fn another_tenant_sees_nothing_and_bad_input_is_refused(pool: PgPool) {
     let reply = get(
         &app,
         &format!("/api/systems/{}/liveness", db.id),
-        &globex.auth(),
+        &globex.auth,
     )
     .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
-    let (_, summary) = get(&app, "/api/fleet/summary", &globex.auth()).await;
+    let (_, summary) = get(&app, "/api/fleet/summary", &globex.auth).await;
     assert_eq!(summary["total"], 1);
     assert_eq!(summary["by_status"]["active"], 1);
 
@@ -512,7 +368,7 @@ async fn another_tenant_sees_nothing_and_bad_input_is_refused(pool: PgPool) {
         "/api/systems?cursor=019ab7c24a107e55b1c92d7f0e6a9b13&after=019ab7c24a107e55b1c92d7f0e6a9b13",
         "/api/systems/not-a-uuid/liveness",
     ] {
-        let reply = get(&app, uri, &acme.auth()).await;
+        let reply = get(&app, uri, &acme.auth).await;
         assert_eq!(reply.0, StatusCode::BAD_REQUEST, "{uri}: {}", reply.1);
         assert!(reply.1["error"]["code"]
             .as_str()
@@ -521,7 +377,7 @@ async fn another_tenant_sees_nothing_and_bad_input_is_refused(pool: PgPool) {
     let reply = get(
         &app,
         &format!("/api/systems/{}/liveness?limit=0", db.id),
-        &acme.auth(),
+        &acme.auth,
     )
     .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_query");
@@ -540,7 +396,7 @@ async fn another_tenant_sees_nothing_and_bad_input_is_refused(pool: PgPool) {
         String::new(),
         bearer(ADMIN),
         bearer("flt_made-up"),
-        acme.auth(),
+        acme.auth.clone(),
     ] {
         for uri in ["/api/systems", "/api/fleet/summary"] {
             let reply = get(&app, uri, &auth).await;
@@ -600,7 +456,7 @@ async fn the_list_finds_inactive_and_unfolded_systems_a_page_at_a_time(pool: PgP
     let late = register(&app, &acme, "late-01", "system").await;
 
     let listed = |query: String| {
-        let (app, auth) = (app.clone(), acme.auth());
+        let (app, auth) = (app.clone(), acme.auth.clone());
         async move {
             let (status, page) = get(&app, &format!("/api/systems?{query}"), &auth).await;
             assert_eq!(status, StatusCode::OK, "{query}: {page}");
@@ -630,7 +486,7 @@ async fn the_list_finds_inactive_and_unfolded_systems_a_page_at_a_time(pool: PgP
     let unknown = listed("status=unknown".into()).await;
     assert_eq!(ids(&unknown), sorted(vec![quiet.id, late.id]));
     // The summary counts it the same way.
-    let (status, summary) = get(&app, "/api/fleet/summary", &acme.auth()).await;
+    let (status, summary) = get(&app, "/api/fleet/summary", &acme.auth).await;
     assert_eq!(status, StatusCode::OK, "{summary}");
     assert_eq!(summary["by_status"]["unknown"], 2, "{summary}");
     assert_eq!(summary["by_status"]["inactive"], 2, "{summary}");
@@ -670,7 +526,7 @@ async fn the_list_finds_inactive_and_unfolded_systems_a_page_at_a_time(pool: PgP
     let (status, detail) = get(
         &app,
         &format!("/api/systems/{}/liveness", late.id),
-        &acme.auth(),
+        &acme.auth,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{detail}");

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::Router;
-use events_schema::TenantId;
+use events_schema::{DomainEvent, Metadata, NewEvent, StreamId, TenantId};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::{self, AuthenticatedSystem, SystemAuthenticator};
 use crate::credentials;
 use crate::error::{Challenge, CommandError};
-use crate::event_store::PgEventStore;
+use crate::event_store::{EventStore, ExpectedVersion, PgEventStore};
 use crate::registry::{self, RegistrySync};
 
 /// Limits on what ingest clients may send.
@@ -68,6 +68,44 @@ impl CommandState {
             .await
             .map_err(|reason| CommandError::Internal(reason.into()))
     }
+
+    /// Appends one policy event a tenant set (rules, timeouts) to its `tenant-{id}` stream, as
+    /// the tenant API; returns where it was stored.
+    pub async fn append_tenant_event<E: DomainEvent + serde::Serialize>(
+        &self,
+        tenant: TenantId,
+        event: &E,
+    ) -> Result<StoredEvent, CommandError> {
+        let stream = StreamId::tenant(tenant);
+        let metadata = Metadata {
+            source: Some("tenant-api".into()),
+            ..Metadata::default()
+        };
+        let new = NewEvent::new(tenant, event, chrono::Utc::now()).with_metadata(metadata);
+        let outcome = self
+            .store
+            .append(&stream, ExpectedVersion::Any, vec![new])
+            .await?;
+        let appended = outcome.events.first().ok_or_else(|| {
+            CommandError::internal(std::io::Error::other("an empty append outcome"))
+        })?;
+        Ok(StoredEvent {
+            event_id: appended.event_id.0,
+            stream_id: stream.to_string(),
+            position: appended.position,
+        })
+    }
+}
+
+/// Where an accepted command's event was stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The event's id.
+    pub event_id: uuid::Uuid,
+    /// The stream it was appended to.
+    pub stream_id: String,
+    /// Its position in the log.
+    pub position: i64,
 }
 
 /// Reads a whole body, refusing more than `limit` bytes with a 413.

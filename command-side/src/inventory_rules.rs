@@ -24,11 +24,9 @@ use std::collections::BTreeSet;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
 use events_schema::{
     ChangeCategory, ChangeNotificationRule, ChangeNotificationRulesConfigured, ChangeOp,
-    ChangeSeverity, DomainEvent, InventoryPathRule, InventoryRulesConfigured, Metadata, NewEvent,
-    StreamId, TenantId,
+    ChangeSeverity, DomainEvent, InventoryPathRule, InventoryRulesConfigured, TenantId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -37,7 +35,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{CommandError, Result};
-use crate::event_store::{EventStore, ExpectedVersion};
 use crate::http::{checked_text, CommandState, JsonBody, TenantCaller};
 
 /// Longest path pattern or path prefix, in bytes.
@@ -477,30 +474,17 @@ async fn configure_notification_rules(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
-/// Appends a rule event to the tenant's stream.
+/// Appends a rules event to the tenant's stream.
 async fn record<E: DomainEvent + Serialize>(
     state: &CommandState,
     tenant: TenantId,
     event: &E,
 ) -> Result<RulesAccepted> {
-    let stream = StreamId::tenant(tenant);
-    let metadata = Metadata {
-        source: Some("tenant-api".into()),
-        ..Metadata::default()
-    };
-    let new = NewEvent::new(tenant, event, Utc::now()).with_metadata(metadata);
-    let outcome = state
-        .store
-        .append(&stream, ExpectedVersion::Any, vec![new])
-        .await?;
-    let appended = outcome
-        .events
-        .first()
-        .ok_or_else(|| CommandError::internal(std::io::Error::other("an empty append outcome")))?;
+    let stored = state.append_tenant_event(tenant, event).await?;
     Ok(RulesAccepted {
-        event_id: appended.event_id.0,
-        stream_id: stream.to_string(),
-        position: appended.position,
+        event_id: stored.event_id,
+        stream_id: stored.stream_id,
+        position: stored.position,
     })
 }
 

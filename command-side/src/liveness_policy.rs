@@ -8,8 +8,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
-use events_schema::{LivenessPolicySet, Metadata, NewEvent, StreamId, TenantId};
+use events_schema::{LivenessPolicySet, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,7 +16,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{CommandError, Result};
-use crate::event_store::{EventStore, ExpectedVersion};
 use crate::http::{CommandState, JsonBody, TenantCaller};
 use crate::registry::{self, SystemStatus};
 
@@ -116,25 +114,12 @@ async fn record(
     tenant: TenantId,
     event: LivenessPolicySet,
 ) -> Result<LivenessPolicyAccepted> {
-    let stream = StreamId::tenant(tenant);
-    let metadata = Metadata {
-        source: Some("tenant-api".into()),
-        ..Metadata::default()
-    };
-    let new = NewEvent::new(tenant, &event, Utc::now()).with_metadata(metadata);
-    let outcome = state
-        .store
-        .append(&stream, ExpectedVersion::Any, vec![new])
-        .await?;
-    let appended = outcome
-        .events
-        .first()
-        .ok_or_else(|| CommandError::internal(std::io::Error::other("an empty append outcome")))?;
+    let stored = state.append_tenant_event(tenant, &event).await?;
     tracing::info!(system_id = ?event.system_id, minutes = event.heartbeat_timeout_minutes, "liveness policy set");
     Ok(LivenessPolicyAccepted {
-        event_id: appended.event_id.0,
-        stream_id: stream.to_string(),
-        position: appended.position,
+        event_id: stored.event_id,
+        stream_id: stored.stream_id,
+        position: stored.position,
         heartbeat_timeout_minutes: event.heartbeat_timeout_minutes,
         system_id: event.system_id,
     })
