@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use events_schema::{EventId, NewEvent, RecordedEvent, StreamId};
+use futures::TryStreamExt;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -70,15 +71,14 @@ impl PgEventStore {
         if event_types.is_empty() {
             return read_all_on(&self.pool, after_position, limit).await;
         }
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "{SELECT_EVENTS} WHERE position > $1 AND event_type = ANY($3) ORDER BY position LIMIT $2"
-        ))
-        .bind(after_position)
-        .bind(limit)
-        .bind(event_types)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(recorded_event_from_row).collect()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after_position)
+            .bind(limit)
+            .bind(event_types);
+        fetch_events(rows, &self.pool).await
     }
 }
 
@@ -112,15 +112,14 @@ impl EventStore for PgEventStore {
         from_version: i64,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "{SELECT_EVENTS} WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
-        ))
-        .bind(stream.as_str())
-        .bind(from_version)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(recorded_event_from_row).collect()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream.as_str())
+            .bind(from_version)
+            .bind(limit);
+        fetch_events(rows, &self.pool).await
     }
 
     async fn read_all(&self, after_position: i64, limit: i64) -> Result<Vec<RecordedEvent>> {
@@ -135,14 +134,23 @@ pub async fn read_all_on<'c>(
     after_position: i64,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>> {
-    let rows = sqlx::query(&format!(
-        "{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"
-    ))
-    .bind(after_position)
-    .bind(limit)
-    .fetch_all(executor)
-    .await?;
-    rows.iter().map(recorded_event_from_row).collect()
+    let sql = format!("{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2");
+    let rows = sqlx::query(&sql).bind(after_position).bind(limit);
+    fetch_events(rows, executor).await
+}
+
+/// Runs `query` and decodes each event as its row arrives, so that decoding (large JSON
+/// payloads) overlaps PostgreSQL producing the rows after it.
+async fn fetch_events<'e, 'q: 'e, 'c: 'e>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    executor: impl sqlx::PgExecutor<'c> + 'e,
+) -> Result<Vec<RecordedEvent>> {
+    let mut rows = query.fetch(executor);
+    let mut events = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        events.push(recorded_event_from_row(&row)?);
+    }
+    Ok(events)
 }
 
 /// The last committed position, read through `executor`. Every append moves the head in the
@@ -205,8 +213,7 @@ pub async fn read_range_on<'c>(
     if let Some(types) = filter.event_types {
         query = query.bind(types);
     }
-    let rows = query.fetch_all(executor).await?;
-    rows.iter().map(recorded_event_from_row).collect()
+    fetch_events(query, executor).await
 }
 
 /// Rejects appends that no state of the store could accept.
