@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use command_side::event_store::postgres::{ReadFilter, EVENTS_CHANNEL};
@@ -42,7 +43,7 @@ pub struct Reaction {
 pub trait Reactor: Send + Sync + 'static {
     /// What the reactions to one batch depend on beyond the events themselves (for example the
     /// previous inventory of each system in the batch), loaded once per batch.
-    type Context: Send;
+    type Context: Send + 'static;
 
     /// Stable name: the checkpoint key and the namespace of derived event ids.
     fn name(&self) -> &'static str;
@@ -51,6 +52,14 @@ pub trait Reactor: Send + Sync + 'static {
     /// lets the runner read only those events (and move its checkpoint over the rest).
     fn event_types(&self) -> Option<&'static [&'static str]> {
         None
+    }
+
+    /// Whether [`load`](Reactor::load) reads only what was in the log before the batch's events
+    /// and never this reactor's own appends: then the runner may load a batch's context while it
+    /// still reacts to the batch before (large contexts, like previous inventories, then cost no
+    /// extra time).
+    fn load_ahead(&self) -> bool {
+        false
     }
 
     /// Loads the context for `events` (a batch, in log order). It may read any table.
@@ -73,13 +82,16 @@ pub trait Reactor: Send + Sync + 'static {
 /// Runs one reactor from its checkpoint.
 pub struct ReactorRunner<R: Reactor> {
     store: PgEventStore,
-    reactor: R,
+    reactor: Arc<R>,
     batch_size: i64,
     retry: RetryPolicy,
 }
 
+/// A batch read ahead, with its context when the reactor loads ahead.
+type ReadAhead<C> = JoinHandle<Result<(Batch, Option<C>), RuntimeError>>;
+
 /// The result of a read started with [`ReactorRunner::read_ahead`].
-async fn joined(read: JoinHandle<Result<Batch, RuntimeError>>) -> Result<Batch, RuntimeError> {
+async fn joined<C>(read: ReadAhead<C>) -> Result<(Batch, Option<C>), RuntimeError> {
     read.await
         .map_err(|error| RuntimeError::Unavailable(format!("reading the log failed: {error}")))?
 }
@@ -98,7 +110,7 @@ impl<R: Reactor> ReactorRunner<R> {
     pub fn new(store: PgEventStore, reactor: R, batch_size: i64) -> Self {
         Self {
             store,
-            reactor,
+            reactor: Arc::new(reactor),
             batch_size: batch_size.max(1),
             retry: RetryPolicy::default(),
         }
@@ -122,21 +134,30 @@ impl<R: Reactor> ReactorRunner<R> {
         EventId::derived(self.reactor.name(), &key)
     }
 
-    /// Starts reading the batch after `after` on a task of its own: decoding a batch of large
+    /// Starts reading the batch after `after` on a task of its own (and loading its context,
+    /// for a reactor that [loads ahead](Reactor::load_ahead)): decoding a batch of large
     /// payloads then overlaps with reacting to the batch before it.
-    fn read_ahead(&self, after: i64) -> JoinHandle<Result<Batch, RuntimeError>> {
-        let (store, types, batch_size) = (
+    fn read_ahead(&self, after: i64) -> ReadAhead<R::Context> {
+        let (store, reactor, batch_size) = (
             self.store.clone(),
-            self.reactor.event_types(),
+            Arc::clone(&self.reactor),
             self.batch_size,
         );
         tokio::spawn(async move {
             let filter = ReadFilter {
-                event_types: types,
+                event_types: reactor.event_types(),
                 skip_payloads: false,
             };
-            let mut conn = store.pool().acquire().await?;
-            Ok(read_batch(&mut conn, filter, batch_size, after, None).await?)
+            let batch = {
+                let mut conn = store.pool().acquire().await?;
+                read_batch(&mut conn, filter, batch_size, after, None).await?
+            };
+            let context = if reactor.load_ahead() && !batch.events.is_empty() {
+                Some(reactor.load(store.pool(), &batch.events).await?)
+            } else {
+                None
+            };
+            Ok((batch, context))
         })
     }
 
@@ -145,12 +166,12 @@ impl<R: Reactor> ReactorRunner<R> {
         let mut position = checkpoint::ensure(self.store.pool(), self.reactor.name()).await?;
         let mut next = self.read_ahead(position);
         loop {
-            let batch = joined(next).await?;
+            let (batch, context) = joined(next).await?;
             if batch.end <= position {
                 return Ok(position);
             }
             next = self.read_ahead(batch.end);
-            self.process(&batch).await?;
+            self.process(&batch, context).await?;
             position = batch.end;
         }
     }
@@ -175,8 +196,8 @@ impl<R: Reactor> ReactorRunner<R> {
                 Some(read) => joined(read).await,
                 None => joined(self.read_ahead(position)).await,
             };
-            let batch = match read {
-                Ok(batch) => batch,
+            let (batch, mut context) = match read {
+                Ok(read) => read,
                 Err(error) => {
                     if !self.wait_after_failure(&error, 1, shutdown.as_mut()).await {
                         return Ok(());
@@ -190,7 +211,8 @@ impl<R: Reactor> ReactorRunner<R> {
                 // way to `shutdown`); the checkpoint does not move until the batch is done.
                 ahead = Some(self.read_ahead(batch.end));
                 let mut attempt = 0;
-                while let Err(error) = self.process(&batch).await {
+                // A failed attempt used the context up: the next one loads it again.
+                while let Err(error) = self.process(&batch, context.take()).await {
                     attempt += 1;
                     if !self
                         .wait_after_failure(&error, attempt, shutdown.as_mut())
@@ -232,7 +254,11 @@ impl<R: Reactor> ReactorRunner<R> {
 
     /// Reacts to a batch, then moves the checkpoint to its end. Appends come first: a crash in
     /// between only makes the next run re-append ids the store already has.
-    async fn process(&self, batch: &Batch) -> Result<(), RuntimeError> {
+    async fn process(
+        &self,
+        batch: &Batch,
+        preloaded: Option<R::Context>,
+    ) -> Result<(), RuntimeError> {
         let name = self.reactor.name();
         let done = checkpoint::ensure(self.store.pool(), name).await?;
         // Events are in position order: the ones not yet reacted to are a suffix.
@@ -246,8 +272,10 @@ impl<R: Reactor> ReactorRunner<R> {
             events = events.len()
         );
         let _entered = span.enter();
+        // A context loaded ahead is for the whole batch: it serves only if none of it was done.
+        let preloaded = preloaded.filter(|_| first_new == 0);
         if !events.is_empty() {
-            self.react_to(events).await?;
+            self.react_to(events, preloaded).await?;
         }
         let mut tx = self.store.pool().begin().await?;
         if checkpoint::lock(&mut tx, name).await? < batch.end {
@@ -264,8 +292,15 @@ impl<R: Reactor> ReactorRunner<R> {
     /// (the reactor refuses it) or cannot be appended (say, a version conflict) is parked;
     /// database failures are returned, and the whole batch is tried again later (safe: ids are
     /// derived).
-    async fn react_to(&self, events: &[RecordedEvent]) -> Result<(), RuntimeError> {
-        let mut context = self.reactor.load(self.store.pool(), events).await?;
+    async fn react_to(
+        &self,
+        events: &[RecordedEvent],
+        preloaded: Option<R::Context>,
+    ) -> Result<(), RuntimeError> {
+        let mut context = match preloaded {
+            Some(context) => context,
+            None => self.reactor.load(self.store.pool(), events).await?,
+        };
         let now = Utc::now();
         let mut decided = Vec::with_capacity(events.len());
         for event in events {

@@ -85,6 +85,12 @@ impl Reactor for InventoryDiff {
         Some(EVENT_TYPES)
     }
 
+    /// The previous reports and the rules are inputs already in the log, never this reactor's
+    /// own `InventoryChanged` or notifications.
+    fn load_ahead(&self) -> bool {
+        true
+    }
+
     async fn load(
         &self,
         pool: &PgPool,
