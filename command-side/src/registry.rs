@@ -124,11 +124,7 @@ fn system_from_row(row: &sqlx::postgres::PgRow) -> Result<SystemRecord, sqlx::Er
         system_id: row.try_get("system_id")?,
         tenant_id: TenantId(row.try_get("tenant_id")?),
         system_key: row.try_get("system_key")?,
-        kind: if kind == "gateway" {
-            SystemKind::Gateway
-        } else {
-            SystemKind::System
-        },
+        kind: SystemKind::from_name(&kind),
         name: row.try_get("name")?,
         labels: labels.0,
         secret_hash: row.try_get("secret_hash")?,

@@ -185,6 +185,19 @@ impl StreamId {
             .expect("a StreamId is only built with a known category")
     }
 
+    /// The machine a `system-{uuid}` or `gateway-{uuid}` stream belongs to (`None` for any
+    /// other stream).
+    pub fn system_id(&self) -> Option<Uuid> {
+        if !matches!(
+            self.category(),
+            StreamCategory::System | StreamCategory::Gateway
+        ) {
+            return None;
+        }
+        let (_, key) = self.0.split_once('-')?;
+        Uuid::parse_str(key).ok()
+    }
+
     /// The stream id as text, as stored.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -225,6 +238,27 @@ impl<'de> Deserialize<'de> for StreamId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_system_and_gateway_streams_name_a_system() {
+        let id = Uuid::now_v7();
+        assert_eq!(StreamId::system(id).system_id(), Some(id));
+        assert_eq!(StreamId::gateway(id).system_id(), Some(id));
+        assert_eq!(StreamId::asset(id).system_id(), None);
+        assert_eq!(StreamId::alert(&id.to_string()).system_id(), None);
+        assert_eq!(
+            StreamId::parse("system-not-a-uuid").unwrap().system_id(),
+            None
+        );
+    }
+
+    #[test]
+    fn system_kinds_are_stored_by_their_serialized_names() {
+        for kind in [crate::SystemKind::System, crate::SystemKind::Gateway] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(crate::SystemKind::from_name(kind.as_str()), kind);
+        }
+    }
 
     #[test]
     fn stream_ids_of_known_categories_parse_and_keep_their_category() {

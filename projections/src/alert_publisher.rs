@@ -27,7 +27,7 @@ use serde_json::json;
 use sqlx::postgres::PgListener;
 
 use crate::checkpoint;
-use crate::link_failed::{dedup_key, registered_systems, system_of};
+use crate::link_failed::{dedup_key, registered_systems};
 use crate::runtime::{read_batch, record_progress, RetryPolicy, RuntimeError, IDLE_POLL};
 
 /// The publisher's name: checkpoint and lease key, namespace of its derived ids.
@@ -238,7 +238,8 @@ impl AlertPublisher {
                 .metadata
                 .causation_id
                 .and_then(|id| transitions.iter().find(|t| t.event_id.0 == id));
-            let system = transition.and_then(|t| system_of(t).and_then(|id| systems.get(&id)));
+            let system =
+                transition.and_then(|t| t.stream_id.system_id().and_then(|id| systems.get(&id)));
             match (transition, system) {
                 (Some(transition), Some(system)) => ready.push((alert, transition, system)),
                 _ => {

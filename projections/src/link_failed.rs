@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use command_side::event_store::ExpectedVersion;
 use command_side::ingest::api::alert_stream;
 use events_schema::{
-    AlertResolved, AlertSeverity, AlertTriggered, DomainEvent, NewEvent, RecordedEvent,
+    AlertResolved, AlertSeverity, AlertTriggered, DomainEvent, NewEvent, RecordedEvent, StreamId,
     SystemDecommissioned, SystemPaused, SystemRecovered, SystemResumed, SystemWentSilent,
 };
 use sqlx::{FromRow, PgPool};
@@ -54,7 +54,10 @@ pub async fn registered_systems(
     pool: &PgPool,
     events: &[RecordedEvent],
 ) -> Result<HashMap<Uuid, RegisteredSystem>, sqlx::Error> {
-    let ids: Vec<Uuid> = events.iter().filter_map(system_of).collect();
+    let ids: Vec<Uuid> = events
+        .iter()
+        .filter_map(|e| e.stream_id.system_id())
+        .collect();
     let systems: Vec<RegisteredSystem> = sqlx::query_as(
         "SELECT system_id, system_key, name, kind FROM registry_systems \
          WHERE system_id = ANY($1)",
@@ -68,12 +71,6 @@ pub async fn registered_systems(
 /// The dedup key of a system's LinkFailed alert.
 pub fn dedup_key(system_id: Uuid) -> String {
     format!("{LINK_FAILED}:{system_id}")
-}
-
-/// The id of the system a stream `system-{id}` or `gateway-{id}` belongs to.
-pub fn system_of(event: &RecordedEvent) -> Option<Uuid> {
-    let (_, id) = event.stream_id.as_str().split_once('-')?;
-    Uuid::parse_str(id).ok()
 }
 
 /// What the reactions to a batch depend on.
@@ -114,7 +111,7 @@ impl Reactor for LinkFailedAlerts {
         let mut systems: Vec<(&str, Uuid, String)> = events
             .iter()
             .filter_map(|e| {
-                let id = system_of(e)?;
+                let id = e.stream_id.system_id()?;
                 let alerts = alert_stream(e.tenant_id, None, &dedup_key(id));
                 Some((e.stream_id.as_str(), id, alerts.as_str().to_owned()))
             })
@@ -146,10 +143,7 @@ impl Reactor for LinkFailedAlerts {
             ..Default::default()
         };
         for (stream, lifecycle, alert) in latest {
-            let Some(id) = stream
-                .split_once('-')
-                .and_then(|(_, id)| Uuid::parse_str(id).ok())
-            else {
+            let Some(id) = StreamId::parse(&stream).ok().and_then(|s| s.system_id()) else {
                 continue;
             };
             if let Some(lifecycle) = lifecycle.filter(|t| t != SystemResumed::EVENT_TYPE) {
@@ -168,7 +162,9 @@ impl Reactor for LinkFailedAlerts {
         event: &RecordedEvent,
         _now: DateTime<Utc>,
     ) -> Result<Vec<Reaction>, FoldError> {
-        let system_id = system_of(event)
+        let system_id = event
+            .stream_id
+            .system_id()
             .ok_or_else(|| FoldError(format!("{} is not a system stream", event.stream_id)))?;
         let event_type = event.event_type.as_str();
         let open = context.open.contains(&system_id);

@@ -39,9 +39,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, SubsecRound, Utc};
 use events_schema::{
     DomainEvent, FleetEvent, HeartbeatReceived, InventoryReported, InventoryUnchanged,
-    LivenessPolicySet, RecordedEvent, StreamCategory, SystemDecommissioned, SystemKind,
-    SystemPaused, SystemRecovered, SystemRegistered, SystemResumed, SystemWentSilent,
-    TelemetryReceived,
+    LivenessPolicySet, RecordedEvent, SystemDecommissioned, SystemPaused, SystemRecovered,
+    SystemRegistered, SystemResumed, SystemWentSilent, TelemetryReceived,
 };
 use sqlx::types::JsonValue;
 use sqlx::PgConnection;
@@ -159,18 +158,6 @@ const HANDLED: [&str; 11] = [
     LivenessPolicySet::EVENT_TYPE,
 ];
 
-/// The uuid in a `system-{uuid}` or `gateway-{uuid}` stream id.
-fn stream_system_id(event: &RecordedEvent) -> Option<Uuid> {
-    if !matches!(
-        event.stream_id.category(),
-        StreamCategory::System | StreamCategory::Gateway
-    ) {
-        return None;
-    }
-    let (_, key) = event.stream_id.as_str().split_once('-')?;
-    Uuid::parse_str(key).ok()
-}
-
 /// A time as PostgreSQL stores it (microseconds), so a time folded in this batch compares the
 /// same as one loaded from the table: live in many batches and rebuilt in one agree.
 fn stored(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -206,22 +193,19 @@ impl LivenessChanges {
     /// The row of the system the event's stream names, if the read model has it, it belongs to
     /// the event's tenant and it is not decommissioned.
     fn watched(&mut self, event: &RecordedEvent) -> Option<&mut Slot<SystemRow>> {
-        let slot = self.systems.get_mut(&stream_system_id(event)?)?;
+        let slot = self.systems.get_mut(&event.stream_id.system_id()?)?;
         (slot.row.tenant_id == event.tenant_id.0 && slot.row.lifecycle != DECOMMISSIONED)
             .then_some(slot)
     }
 
     fn register(&mut self, event: &RecordedEvent, e: SystemRegistered) {
-        let Some(id) = stream_system_id(event) else {
+        let Some(id) = event.stream_id.system_id() else {
             return;
         };
         if e.system_id != id || self.systems.contains_key(&id) {
             return;
         }
-        let kind = match e.kind {
-            SystemKind::System => "system",
-            SystemKind::Gateway => "gateway",
-        };
+        let kind = e.kind.as_str();
         let row = SystemRow {
             system_id: id,
             tenant_id: event.tenant_id.0,
@@ -483,7 +467,7 @@ impl Projector for Liveness {
             if event.event_type == LivenessPolicySet::EVENT_TYPE {
                 ids.extend(policy_system_id(changes.payload(event)));
             } else if HANDLED.contains(&event.event_type.as_str()) {
-                ids.extend(stream_system_id(event));
+                ids.extend(event.stream_id.system_id());
             }
         }
         if ids.is_empty() {
@@ -709,7 +693,7 @@ async fn flush_intervals(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use events_schema::{EventId, StreamId, TenantId};
+    use events_schema::{EventId, StreamId, SystemKind, TenantId};
 
     /// An event as the store would record it, at `position`, recorded `position` seconds past a
     /// fixed instant.

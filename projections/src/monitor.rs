@@ -255,7 +255,10 @@ impl<C: Clock> LivenessMonitor<C> {
             };
             let event = NewEvent::new(TenantId(system.tenant_id), &event, now)
                 .with_event_id(EventId::derived(MONITOR_NAME, &key));
-            (system_stream(kind(&system.kind), system.system_id), event)
+            (
+                system_stream(SystemKind::from_name(&system.kind), system.system_id),
+                event,
+            )
         });
         self.append_all(appends.collect()).await
     }
@@ -281,7 +284,10 @@ impl<C: Clock> LivenessMonitor<C> {
             };
             let event = NewEvent::new(TenantId(system.tenant_id), &event, now)
                 .with_event_id(EventId::derived(MONITOR_NAME, &key));
-            (system_stream(kind(&system.kind), system.system_id), event)
+            (
+                system_stream(SystemKind::from_name(&system.kind), system.system_id),
+                event,
+            )
         });
         self.append_all(appends.collect()).await
     }
@@ -304,13 +310,5 @@ impl<C: Clock> LivenessMonitor<C> {
             }
         }
         Ok(count)
-    }
-}
-
-fn kind(kind: &str) -> SystemKind {
-    if kind == "gateway" {
-        SystemKind::Gateway
-    } else {
-        SystemKind::System
     }
 }

@@ -14,9 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use events_schema::{
-    CredentialsRotated, DomainEvent, FleetEvent, RecordedEvent, StreamCategory,
-    SystemDecommissioned, SystemKind, SystemPaused, SystemRegistered, SystemResumed, TenantCreated,
-    TenantTokenIssued, TenantTokenRevoked,
+    CredentialsRotated, DomainEvent, FleetEvent, RecordedEvent, SystemDecommissioned, SystemPaused,
+    SystemRegistered, SystemResumed, TenantCreated, TenantTokenIssued, TenantTokenRevoked,
 };
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -114,18 +113,6 @@ const HANDLED: [&str; 8] = [
     SystemDecommissioned::EVENT_TYPE,
 ];
 
-/// The uuid in a `system-{uuid}` or `gateway-{uuid}` stream id.
-fn stream_system_id(event: &RecordedEvent) -> Option<Uuid> {
-    if !matches!(
-        event.stream_id.category(),
-        StreamCategory::System | StreamCategory::Gateway
-    ) {
-        return None;
-    }
-    let (_, key) = event.stream_id.as_str().split_once('-')?;
-    Uuid::parse_str(key).ok()
-}
-
 /// A uuid field of a raw payload, for `load` (which must not pay for a full decode).
 fn payload_uuid(event: &RecordedEvent, field: &str) -> Option<Uuid> {
     Uuid::parse_str(event.payload.get(field)?.as_str()?).ok()
@@ -206,7 +193,9 @@ impl RegistryChanges {
     }
 
     fn register(&mut self, event: &RecordedEvent, e: SystemRegistered) -> Result<(), FoldError> {
-        let id = stream_system_id(event)
+        let id = event
+            .stream_id
+            .system_id()
             .ok_or_else(|| refused(event, "not on a system-{uuid} or gateway-{uuid} stream"))?;
         if e.system_id != id {
             return Err(refused(
@@ -226,10 +215,7 @@ impl RegistryChanges {
                 format!("system key {} is already system {other}'s", e.system_key),
             ));
         }
-        let kind = match e.kind {
-            SystemKind::System => "system",
-            SystemKind::Gateway => "gateway",
-        };
+        let kind = e.kind.as_str();
         let row = SystemRow {
             system_id: id,
             tenant_id: event.tenant_id.0,
@@ -250,7 +236,9 @@ impl RegistryChanges {
 
     /// The registered system the event's stream names.
     fn system_mut(&mut self, event: &RecordedEvent) -> Result<&mut Slot<SystemRow>, FoldError> {
-        let id = stream_system_id(event)
+        let id = event
+            .stream_id
+            .system_id()
             .ok_or_else(|| refused(event, "not on a system-{uuid} or gateway-{uuid} stream"))?;
         self.systems
             .get_mut(&id)
@@ -306,14 +294,14 @@ impl Wanted {
                     wanted.token_ids.extend(payload_uuid(event, "token_id"));
                 }
                 SystemRegistered::EVENT_TYPE => {
-                    wanted.system_ids.extend(stream_system_id(event));
+                    wanted.system_ids.extend(event.stream_id.system_id());
                     wanted.system_keys.extend(payload_str(event, "system_key"));
                 }
                 CredentialsRotated::EVENT_TYPE
                 | SystemPaused::EVENT_TYPE
                 | SystemResumed::EVENT_TYPE
                 | SystemDecommissioned::EVENT_TYPE => {
-                    wanted.system_ids.extend(stream_system_id(event));
+                    wanted.system_ids.extend(event.stream_id.system_id());
                 }
                 _ => {}
             }
@@ -607,7 +595,7 @@ async fn flush_systems(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use events_schema::{EventId, StreamId, TenantId};
+    use events_schema::{EventId, StreamId, SystemKind, TenantId};
 
     /// An event as the store would record it, at `position` (and `position` seconds past a fixed
     /// instant, so expected timestamps are easy to name).

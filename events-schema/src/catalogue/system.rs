@@ -21,6 +21,26 @@ pub enum SystemKind {
     Gateway,
 }
 
+impl SystemKind {
+    /// The name read models store (`system`, `gateway`), the same as the serialized one.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Gateway => "gateway",
+        }
+    }
+
+    /// The kind a stored name stands for: `gateway`, or else a server (the read models' CHECK
+    /// constraints allow only those two names).
+    pub fn from_name(name: &str) -> Self {
+        if name == Self::Gateway.as_str() {
+            Self::Gateway
+        } else {
+            Self::System
+        }
+    }
+}
+
 /// A system or gateway was registered and given credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SystemRegistered {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, SubsecRound, Utc};
 use events_schema::{
     ChangeCategory, ChangeOp, ChangeSeverity, DomainEvent, FleetEvent, InventoryChanged,
-    InventoryReported, InventoryUnchanged, RecordedEvent, StreamCategory,
+    InventoryReported, InventoryUnchanged, RecordedEvent,
 };
 use sqlx::types::{Json, JsonValue};
 use sqlx::PgConnection;
@@ -140,18 +140,6 @@ struct ChangeRow {
 const SYSTEM_COLUMNS: &str = "system_id, tenant_id, latest_position, latest_hash, \
      latest_reported_at, last_reported_at, reports, changes, updated_position";
 
-/// The uuid in a `system-{uuid}` or `gateway-{uuid}` stream id.
-fn stream_system_id(event: &RecordedEvent) -> Option<Uuid> {
-    if !matches!(
-        event.stream_id.category(),
-        StreamCategory::System | StreamCategory::Gateway
-    ) {
-        return None;
-    }
-    let (_, key) = event.stream_id.as_str().split_once('-')?;
-    Uuid::parse_str(key).ok()
-}
-
 /// A time as PostgreSQL stores it (microseconds), so a time folded in this batch compares the
 /// same as one loaded from the table.
 fn stored(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -214,7 +202,7 @@ impl InventoryChanges {
     /// The system the event's stream names, unless the read model has it under another tenant
     /// (`None`: ignore the event).
     fn system_of(&self, event: &RecordedEvent) -> Option<Uuid> {
-        let id = stream_system_id(event)?;
+        let id = event.stream_id.system_id()?;
         match self.systems.get(&id) {
             Some(slot) if slot.row.tenant_id != event.tenant_id.0 => None,
             _ => Some(id),
@@ -391,7 +379,7 @@ impl Projector for InventoryHistory {
                 changes.facts.insert(position, facts);
             }
         }
-        let ids: BTreeSet<Uuid> = handled().filter_map(stream_system_id).collect();
+        let ids: BTreeSet<Uuid> = handled().filter_map(|e| e.stream_id.system_id()).collect();
         if ids.is_empty() {
             return Ok(changes);
         }

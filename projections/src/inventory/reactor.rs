@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::inventory::{diff, notification_matches, DiffRules};
-use crate::link_failed::{registered_systems, system_of, RegisteredSystem};
+use crate::link_failed::{registered_systems, RegisteredSystem};
 use crate::projector::FoldError;
 use crate::reactor::{Reaction, Reactor};
 
@@ -204,7 +204,7 @@ impl Reactor for InventoryDiff {
             return Ok(Vec::new());
         }
         let mut reactions = Vec::with_capacity(1 + rules.notify.len());
-        let system_id = system_of(event);
+        let system_id = event.stream_id.system_id();
         for rule in rules.notify.iter() {
             let matching: Vec<&InventoryChange> = changes
                 .iter()
