@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
-use command_side::event_store::postgres::{ReadFilter, EVENTS_CHANNEL};
+use command_side::event_store::postgres::{read_by_ids_on, ReadFilter, EVENTS_CHANNEL};
 use command_side::event_store::{EventStore, ExpectedVersion, PgEventStore};
 use events_schema::{
     AlertResolved, AlertTriggered, DomainEvent, EventId, NewEvent, NotificationDelivered,
@@ -271,21 +271,9 @@ impl AlertPublisher {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let positions: Vec<i64> =
-            sqlx::query_scalar("SELECT position FROM events WHERE event_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(self.store.pool())
-                .await?;
-        let mut found = Vec::with_capacity(positions.len());
-        for position in positions {
-            let mut read = self
-                .store
-                .read_all(position - 1, 1)
-                .await
-                .map_err(RuntimeError::from)?;
-            found.append(&mut read);
-        }
-        Ok(found)
+        Ok(read_by_ids_on(self.store.pool(), &ids)
+            .await
+            .map_err(RuntimeError::from)?)
     }
 
     /// Parks an alert that cannot be published, so it stays visible and retryable.

@@ -127,6 +127,15 @@ impl EventStore for PgEventStore {
     }
 }
 
+/// The stored events with these ids, in position order (ids not stored are left out).
+pub async fn read_by_ids_on<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    event_ids: &[uuid::Uuid],
+) -> Result<Vec<RecordedEvent>> {
+    let sql = format!("{SELECT_EVENTS} WHERE event_id = ANY($1) ORDER BY position");
+    fetch_events(sqlx::query(&sql).bind(event_ids), executor).await
+}
+
 /// Up to `limit` events after `after_position`, read through `executor` (a pool, or a
 /// connection inside its transaction).
 pub async fn read_all_on<'c>(
