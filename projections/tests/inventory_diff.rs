@@ -54,7 +54,7 @@ impl System {
     }
 
     async fn react(&self) {
-        ReactorRunner::new(self.store.clone(), InventoryDiff, 7)
+        ReactorRunner::new(self.store.clone(), InventoryDiff::default(), 7)
             .catch_up()
             .await
             .unwrap();
@@ -225,7 +225,7 @@ async fn tenant_rules_apply_from_where_they_stand_in_the_log(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    ReactorRunner::new(system.store.clone(), InventoryDiff, 1)
+    ReactorRunner::new(system.store.clone(), InventoryDiff::default(), 1)
         .catch_up()
         .await
         .unwrap();
@@ -331,7 +331,7 @@ async fn unreadable_stored_rules_stand_for_the_defaults_in_any_batch_size(pool: 
             .execute(&pool)
             .await
             .unwrap();
-        ReactorRunner::new(system.store.clone(), InventoryDiff, batch_size)
+        ReactorRunner::new(system.store.clone(), InventoryDiff::default(), batch_size)
             .catch_up()
             .await
             .unwrap();
