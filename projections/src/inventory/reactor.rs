@@ -17,7 +17,7 @@
 //! the log says it is the very report (by position) the previous one would be read from, so the
 //! cache changes how fast, never what, the reactor derives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ const CHANGES_PER_NOTIFICATION: usize = 20;
 /// few thousand machines reporting in turn, at roughly 50 KB of memory per ~20 KB document.
 pub const DEFAULT_CACHED_REPORTS: usize = 2048;
 
-/// How long loading a batch ahead waits for the batch before it to be reacted to, when the
+/// How long loading a batch ahead waits for the batch before it to be done with, when the
 /// previous reports it needs are in that batch; after that it reads them from the log instead
 /// (the same documents, only slower).
 const PENDING_REPORTS_WAIT: Duration = Duration::from_secs(5);
@@ -76,7 +76,7 @@ impl InventoryDiff {
             cache: ReportCache {
                 capacity,
                 state: Mutex::default(),
-                reacted_through: tokio::sync::watch::Sender::new(0),
+                released_through: tokio::sync::watch::Sender::new(0),
             },
         }
     }
@@ -89,14 +89,14 @@ struct LatestReport {
     data: Option<Arc<Value>>,
 }
 
-/// The latest reports this reactor reacted to, by system, across batches.
+/// The latest reports of the batches this reactor was done with, by system, across batches.
 #[derive(Debug)]
 struct ReportCache {
     capacity: usize,
     state: Mutex<CacheState>,
-    /// The highest position reacted to: loading a batch ahead waits on it for reports of the
-    /// batch still being reacted to.
-    reacted_through: tokio::sync::watch::Sender<i64>,
+    /// The end of the last batch released into the cache: loading a batch ahead waits on it for
+    /// reports of the batch still being reacted to.
+    released_through: tokio::sync::watch::Sender<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -105,7 +105,7 @@ struct CacheState {
     reports: HashMap<StreamId, (i64, LatestReport)>,
     /// The same entries by position, oldest first: what goes when the cache is full.
     by_position: BTreeMap<i64, StreamId>,
-    /// The end of the last batch loaded: its reports are about to be reacted to (and cached).
+    /// The end of the last batch loaded: its reports are about to be reacted to (then cached).
     loaded_through: i64,
 }
 
@@ -138,9 +138,9 @@ impl ReportCache {
             .map(|(_, report)| report.clone())
     }
 
-    /// Notes that every event up to `position` was reacted to.
-    fn reacted(&self, position: i64) {
-        self.reacted_through.send_if_modified(|through| {
+    /// Notes that every report up to `position` the runner was done with is in the cache.
+    fn released(&self, position: i64) {
+        self.released_through.send_if_modified(|through| {
             let moved = position > *through;
             *through = (*through).max(position);
             moved
@@ -159,6 +159,8 @@ struct TenantRules {
 #[derive(Debug, Default)]
 pub struct DiffContext {
     latest: HashMap<StreamId, LatestReport>,
+    /// Positions of reports followed by another report of the same system in the batch.
+    reported_again: HashSet<i64>,
     rules: HashMap<TenantId, TenantRules>,
     systems: HashMap<Uuid, RegisteredSystem>,
 }
@@ -198,11 +200,14 @@ impl Reactor for InventoryDiff {
         // Each system's latest full report before its first report in this batch.
         let mut before: HashMap<&str, i64> = HashMap::new();
         let mut tenants: Vec<String> = Vec::new();
+        let mut last_report: HashMap<&str, i64> = HashMap::new();
         for event in events {
             if event.event_type == InventoryReported::EVENT_TYPE {
-                before
-                    .entry(event.stream_id.as_str())
-                    .or_insert(event.position);
+                let stream = event.stream_id.as_str();
+                before.entry(stream).or_insert(event.position);
+                if let Some(earlier) = last_report.insert(stream, event.position) {
+                    context.reported_again.insert(earlier);
+                }
             }
             let tenant = StreamId::tenant(event.tenant_id).as_str().to_owned();
             if !tenants.contains(&tenant) {
@@ -240,6 +245,21 @@ impl Reactor for InventoryDiff {
         Ok(context)
     }
 
+    /// Moves the batch's documents into the cache (no copy), each system's latest last.
+    fn release(&self, events: Vec<RecordedEvent>) {
+        let Some(end) = events.last().map(|e| e.position) else {
+            return;
+        };
+        for event in events {
+            if event.event_type == InventoryReported::EVENT_TYPE {
+                if let Some(report) = latest_report(event.payload) {
+                    self.cache.insert(&event.stream_id, event.position, report);
+                }
+            }
+        }
+        self.cache.released(end);
+    }
+
     fn react(
         &self,
         context: &mut DiffContext,
@@ -247,7 +267,6 @@ impl Reactor for InventoryDiff {
         _now: DateTime<Utc>,
     ) -> Result<Vec<Reaction>, FoldError> {
         if event.event_type != InventoryReported::EVENT_TYPE {
-            self.cache.reacted(event.position);
             context
                 .rules
                 .entry(event.tenant_id)
@@ -255,14 +274,10 @@ impl Reactor for InventoryDiff {
                 .apply_or_default(&event.event_type, event.payload.clone());
             return Ok(Vec::new());
         }
-        // Cached first, then announced: a batch loading ahead may be waiting for this report.
-        let current = report_of(&event.payload);
-        if let Some(current) = &current {
-            self.cache
-                .insert(&event.stream_id, event.position, current.clone());
-        }
-        self.cache.reacted(event.position);
-        let current = current
+        // The document is copied only if a later report of this system in the batch needs it
+        // (the cache takes it from the batch when the runner releases it).
+        let keep_document = context.reported_again.contains(&event.position);
+        let current = report_of(&event.payload, keep_document)
             .ok_or_else(|| FoldError("an InventoryReported without a content hash".into()))?;
         let current_hash = current.hash.clone();
         let previous = context.latest.insert(event.stream_id.clone(), current);
@@ -354,11 +369,11 @@ impl InventoryDiff {
             .filter(|position| *position <= loaded_through)
             .max();
         if let (Some(pending), true) = (pending, self.cache.capacity > 0) {
-            let mut reacted = self.cache.reacted_through.subscribe();
+            let mut released = self.cache.released_through.subscribe();
             // Whether or not they came in time, the lookups below are right; waiting saves reads.
             let _ = tokio::time::timeout(
                 PENDING_REPORTS_WAIT,
-                reacted.wait_for(|through| *through >= pending),
+                released.wait_for(|through| *through >= pending),
             )
             .await;
         }
@@ -437,11 +452,10 @@ fn latest_report(payload: Value) -> Option<LatestReport> {
     Some(LatestReport { hash, data })
 }
 
-/// Like [`latest_report`] from a borrowed payload (the document is copied: the cache keeps it
-/// after the batch is gone).
-fn report_of(payload: &Value) -> Option<LatestReport> {
+/// Like [`latest_report`] from a borrowed payload; the document is copied only when `document`.
+fn report_of(payload: &Value, document: bool) -> Option<LatestReport> {
     let hash = payload.get("content_hash")?.as_str()?.to_owned();
-    let data = (!is_pruned(payload))
+    let data = (document && !is_pruned(payload))
         .then(|| payload.get("data").cloned().map(Arc::new))
         .flatten();
     Some(LatestReport { hash, data })
