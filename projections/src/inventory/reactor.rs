@@ -47,8 +47,9 @@ pub const INVENTORY_ALERT_SOURCE: &str = "fleetlog-inventory";
 /// At most this many of the matching changes are copied into a notification.
 const CHANGES_PER_NOTIFICATION: usize = 20;
 
-/// How many systems' latest reports [`InventoryDiff::default`] keeps: enough for a fleet of a
-/// few thousand machines reporting in turn, at roughly 50 KB of memory per ~20 KB document.
+/// How many systems' latest reports [`InventoryDiff::default`] keeps: a fleet of up to this many
+/// machines reporting in turn never has a previous report read back from the log. Each entry
+/// holds one parsed document in memory (not measured yet; several times its JSON text is likely).
 pub const DEFAULT_CACHED_REPORTS: usize = 2048;
 
 /// How long loading a batch ahead waits for the batch before it to be done with, when the
