@@ -34,7 +34,7 @@ pub async fn run_all(
     );
     let inventory_diff = supervise_reactor(
         store.clone(),
-        || InventoryDiff,
+        InventoryDiff::default,
         options.clone(),
         stop.requested(),
     );

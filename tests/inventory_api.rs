@@ -47,7 +47,7 @@ async fn report(app: &Router, system: &System, data: &Value) -> i64 {
 
 /// Runs the diff reactor, then the inventory projector, over everything stored.
 async fn catch_up(store: &PgEventStore) {
-    ReactorRunner::new(store.clone(), InventoryDiff, 100)
+    ReactorRunner::new(store.clone(), InventoryDiff::default(), 100)
         .catch_up()
         .await
         .unwrap();

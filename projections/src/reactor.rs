@@ -62,6 +62,14 @@ pub trait Reactor: Send + Sync + 'static {
         false
     }
 
+    /// Takes back a batch's events once the runner is done with them (its reactions appended,
+    /// the checkpoint moved), so a reactor may keep what it needs of them (say, documents for
+    /// the next batches) without copying it during [`react`](Reactor::react). By default they
+    /// are dropped.
+    fn release(&self, events: Vec<RecordedEvent>) {
+        drop(events);
+    }
+
     /// Loads the context for `events` (a batch, in log order). It may read any table.
     fn load(
         &self,
@@ -173,6 +181,7 @@ impl<R: Reactor> ReactorRunner<R> {
             next = self.read_ahead(batch.end);
             self.process(&batch, context).await?;
             position = batch.end;
+            self.reactor.release(batch.events);
         }
     }
 
@@ -222,6 +231,7 @@ impl<R: Reactor> ReactorRunner<R> {
                     }
                 }
                 position = batch.end;
+                self.reactor.release(batch.events);
                 continue;
             }
             tokio::select! {

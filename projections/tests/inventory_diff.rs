@@ -2,6 +2,7 @@
 //! rules as of their place in the log, change notifications, pruned reports and replays.
 
 use chrono::Utc;
+use command_side::event_store::postgres::{read_range_on, ReadFilter};
 use command_side::event_store::{EventStore, ExpectedVersion, GroupCommitConfig, PgEventStore};
 use events_schema::{
     ChangeCategory, ChangeNotificationRule, ChangeNotificationRulesConfigured, ChangeSeverity,
@@ -9,7 +10,7 @@ use events_schema::{
     TenantId,
 };
 use projections::inventory::InventoryDiff;
-use projections::reactor::ReactorRunner;
+use projections::reactor::{Reactor, ReactorRunner};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -54,7 +55,7 @@ impl System {
     }
 
     async fn react(&self) {
-        ReactorRunner::new(self.store.clone(), InventoryDiff, 7)
+        ReactorRunner::new(self.store.clone(), InventoryDiff::default(), 7)
             .catch_up()
             .await
             .unwrap();
@@ -225,7 +226,7 @@ async fn tenant_rules_apply_from_where_they_stand_in_the_log(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    ReactorRunner::new(system.store.clone(), InventoryDiff, 1)
+    ReactorRunner::new(system.store.clone(), InventoryDiff::default(), 1)
         .catch_up()
         .await
         .unwrap();
@@ -331,7 +332,7 @@ async fn unreadable_stored_rules_stand_for_the_defaults_in_any_batch_size(pool: 
             .execute(&pool)
             .await
             .unwrap();
-        ReactorRunner::new(system.store.clone(), InventoryDiff, batch_size)
+        ReactorRunner::new(system.store.clone(), InventoryDiff::default(), batch_size)
             .catch_up()
             .await
             .unwrap();
@@ -346,4 +347,82 @@ async fn unreadable_stored_rules_stand_for_the_defaults_in_any_batch_size(pool: 
         .await
         .unwrap();
     assert!(parked.is_empty());
+}
+
+/// The reactions of `reactor` to the whole log, fed to it in batches of `batch_size` as the
+/// runner does (load, react to each event, release), without appending them.
+async fn reactions(pool: &PgPool, reactor: &InventoryDiff, batch_size: usize) -> Vec<(i64, Value)> {
+    let filter = ReadFilter {
+        event_types: reactor.event_types(),
+        skip_payloads: false,
+    };
+    let events = read_range_on(pool, 0, None, 10_000, filter).await.unwrap();
+    let mut out = Vec::new();
+    for batch in events.chunks(batch_size) {
+        let mut context = reactor.load(pool, batch).await.unwrap();
+        for event in batch {
+            for reaction in reactor.react(&mut context, event, Utc::now()).unwrap() {
+                out.push((event.position, reaction.event.payload));
+            }
+        }
+        reactor.release(batch.to_vec());
+    }
+    out
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn diffs_are_the_same_whatever_the_report_cache_holds(pool: PgPool) {
+    let first = System::new(&pool);
+    let systems: Vec<System> = (0..3)
+        .map(|_| System {
+            store: first.store.clone(),
+            tenant: first.tenant,
+            stream: StreamId::system(Uuid::now_v7()),
+        })
+        .collect();
+    for round in 0..5u64 {
+        for (index, system) in systems.iter().enumerate() {
+            // The systems report in turn, one of them twice in a row now and then.
+            let ip = format!("10.0.{index}.{}", round % 3);
+            system
+                .report(inventory(&format!("12.{round}"), &ip, &["D1"], round))
+                .await;
+            if index == 1 && round % 2 == 0 {
+                system
+                    .report(inventory(&format!("12.{round}"), &ip, &["D1", "D2"], round))
+                    .await;
+            }
+        }
+    }
+    // Every previous report read from the log, one batch: what the reactor derives by definition.
+    let expected = reactions(&pool, &InventoryDiff::with_cached_reports(0), 1000).await;
+    assert_eq!(expected.len(), 3 * 4 + 3, "{expected:#?}");
+    for (capacity, batch_size) in [(0, 1), (1, 1), (1, 2), (2, 3), (3, 1), (3, 4), (2048, 5)] {
+        let reactor = InventoryDiff::with_cached_reports(capacity);
+        let got = reactions(&pool, &reactor, batch_size).await;
+        assert_eq!(
+            got, expected,
+            "capacity {capacity}, batch size {batch_size}"
+        );
+    }
+
+    // The runner, loading each batch ahead while it reacts to the one before, appends the same.
+    ReactorRunner::new(first.store.clone(), InventoryDiff::default(), 2)
+        .catch_up()
+        .await
+        .unwrap();
+    let appended: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE event_type = 'InventoryChanged' ORDER BY position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // Appends to different systems go concurrently: compare regardless of their interleaving.
+    let sorted = |payloads: Vec<Value>| {
+        let mut texts: Vec<String> = payloads.iter().map(Value::to_string).collect();
+        texts.sort();
+        texts
+    };
+    let expected = expected.into_iter().map(|(_, payload)| payload).collect();
+    assert_eq!(sorted(appended), sorted(expected));
 }

@@ -104,7 +104,7 @@ pub async fn run(options: DiffReactorBench) -> anyhow::Result<()> {
     anyhow::ensure!(read == reports, "read {read} reports, appended {reports}");
 
     let reacting = progress(reports as u64, "react");
-    let runner = ReactorRunner::new(store.clone(), InventoryDiff, options.batch_size);
+    let runner = ReactorRunner::new(store.clone(), InventoryDiff::default(), options.batch_size);
     let started = Instant::now();
     let ticker = {
         let (pool, reacting) = (scratch.pool.clone(), reacting.clone());

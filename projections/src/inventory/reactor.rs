@@ -10,9 +10,16 @@
 //! Deterministic: the previous report and the tenant's rules are read as of the report's place in
 //! the log (rule changes are in the reactor's event types and take effect from where they stand),
 //! so a replay derives the same events under the same ids, and the store writes nothing twice.
+//!
+//! The reactor keeps the latest document of recently reported systems (a bounded cache, see
+//! [`InventoryDiff::with_cached_reports`]), so the previous report of a system that reported
+//! lately is neither read from PostgreSQL nor parsed again. A cached document is used only when
+//! the log says it is the very report (by position) the previous one would be read from, so the
+//! cache changes how fast, never what, the reactor derives.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use command_side::event_store::ExpectedVersion;
@@ -40,15 +47,106 @@ pub const INVENTORY_ALERT_SOURCE: &str = "fleetlog-inventory";
 /// At most this many of the matching changes are copied into a notification.
 const CHANGES_PER_NOTIFICATION: usize = 20;
 
-/// The reactor; see the module doc.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InventoryDiff;
+/// How many systems' latest reports [`InventoryDiff::default`] keeps: a fleet of up to this many
+/// machines reporting in turn never has a previous report read back from the log. Each entry
+/// holds one parsed document in memory (not measured yet; several times its JSON text is likely).
+pub const DEFAULT_CACHED_REPORTS: usize = 2048;
+
+/// How long loading a batch ahead waits for the batch before it to be done with, when the
+/// previous reports it needs are in that batch; after that it reads them from the log instead
+/// (the same documents, only slower).
+const PENDING_REPORTS_WAIT: Duration = Duration::from_secs(5);
+
+/// The reactor; see the module doc. Each instance has a cache of its own: one instance per runner.
+#[derive(Debug)]
+pub struct InventoryDiff {
+    cache: ReportCache,
+}
+
+impl Default for InventoryDiff {
+    fn default() -> Self {
+        Self::with_cached_reports(DEFAULT_CACHED_REPORTS)
+    }
+}
+
+impl InventoryDiff {
+    /// A reactor that keeps the latest report of at most `capacity` systems (the ones that
+    /// reported most recently) between batches; 0 reads every previous report from the log.
+    pub fn with_cached_reports(capacity: usize) -> Self {
+        Self {
+            cache: ReportCache {
+                capacity,
+                state: Mutex::default(),
+                released_through: tokio::sync::watch::Sender::new(0),
+            },
+        }
+    }
+}
 
 /// A system's latest full report: its hash and (unless retention pruned it) its document.
 #[derive(Debug, Clone)]
 struct LatestReport {
     hash: String,
-    data: Option<Value>,
+    data: Option<Arc<Value>>,
+}
+
+/// The latest reports of the batches this reactor was done with, by system, across batches.
+#[derive(Debug)]
+struct ReportCache {
+    capacity: usize,
+    state: Mutex<CacheState>,
+    /// The end of the last batch released into the cache: loading a batch ahead waits on it for
+    /// reports of the batch still being reacted to.
+    released_through: tokio::sync::watch::Sender<i64>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    /// Each cached system's latest report and its position.
+    reports: HashMap<StreamId, (i64, LatestReport)>,
+    /// The same entries by position, oldest first: what goes when the cache is full.
+    by_position: BTreeMap<i64, StreamId>,
+    /// The end of the last batch loaded: its reports are about to be reacted to (then cached).
+    loaded_through: i64,
+}
+
+impl ReportCache {
+    /// Remembers `report` (at `position`) as the latest of `stream`.
+    fn insert(&self, stream: &StreamId, position: i64, report: LatestReport) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((old, _)) = state.reports.insert(stream.clone(), (position, report)) {
+            state.by_position.remove(&old);
+        }
+        state.by_position.insert(position, stream.clone());
+        while state.reports.len() > self.capacity {
+            let Some((_, oldest)) = state.by_position.pop_first() else {
+                break;
+            };
+            state.reports.remove(&oldest);
+        }
+    }
+
+    /// The cached report of `stream` if it is the one at `position`.
+    fn get(&self, stream: &StreamId, position: i64) -> Option<LatestReport> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .reports
+            .get(stream)
+            .filter(|(cached, _)| *cached == position)
+            .map(|(_, report)| report.clone())
+    }
+
+    /// Notes that every report up to `position` the runner was done with is in the cache.
+    fn released(&self, position: i64) {
+        self.released_through.send_if_modified(|through| {
+            let moved = position > *through;
+            *through = (*through).max(position);
+            moved
+        });
+    }
 }
 
 /// One tenant's rules at a point of the log.
@@ -117,25 +215,7 @@ impl Reactor for InventoryDiff {
                 tenants.push(tenant);
             }
         }
-        let (streams, positions): (Vec<&str>, Vec<i64>) = before.into_iter().unzip();
-        let previous: Vec<(String, Value)> = sqlx::query_as(
-            "SELECT b.stream_id, e.payload \
-             FROM unnest($1::text[], $2::bigint[]) AS b(stream_id, before) \
-             CROSS JOIN LATERAL ( \
-                 SELECT payload FROM events \
-                 WHERE stream_id = b.stream_id AND event_type = 'InventoryReported' \
-                   AND position < b.before \
-                 ORDER BY stream_version DESC LIMIT 1) e",
-        )
-        .bind(&streams)
-        .bind(&positions)
-        .fetch_all(pool)
-        .await?;
-        for (stream, payload) in previous {
-            if let (Ok(stream), Some(report)) = (StreamId::parse(&stream), latest_report(payload)) {
-                context.latest.insert(stream, report);
-            }
-        }
+        context.latest = self.previous_reports(pool, before, events).await?;
         // Each tenant's rules as they stood before the batch.
         let rules: Vec<(String, String, Value)> = sqlx::query_as(
             "SELECT DISTINCT ON (stream_id, event_type) stream_id, event_type, payload \
@@ -166,6 +246,21 @@ impl Reactor for InventoryDiff {
         Ok(context)
     }
 
+    /// Moves the batch's documents into the cache (no copy), each system's latest last.
+    fn release(&self, events: Vec<RecordedEvent>) {
+        let Some(end) = events.last().map(|e| e.position) else {
+            return;
+        };
+        for event in events {
+            if event.event_type == InventoryReported::EVENT_TYPE {
+                if let Some(report) = latest_report(event.payload) {
+                    self.cache.insert(&event.stream_id, event.position, report);
+                }
+            }
+        }
+        self.cache.released(end);
+    }
+
     fn react(
         &self,
         context: &mut DiffContext,
@@ -180,7 +275,8 @@ impl Reactor for InventoryDiff {
                 .apply_or_default(&event.event_type, event.payload.clone());
             return Ok(Vec::new());
         }
-        // The document is copied only if a later report of this system in the batch needs it.
+        // The document is copied only if a later report of this system in the batch needs it
+        // (the cache takes it from the batch when the runner releases it).
         let keep_document = context.reported_again.contains(&event.position);
         let current = report_of(&event.payload, keep_document)
             .ok_or_else(|| FoldError("an InventoryReported without a content hash".into()))?;
@@ -232,6 +328,88 @@ impl Reactor for InventoryDiff {
     }
 }
 
+impl InventoryDiff {
+    /// The latest full report of each system in `before` (stream → position of its first report
+    /// in `events`) before that position: from the cache when it holds that very report, else
+    /// from the log. Reports of the batch still being reacted to (when `events` is loaded ahead)
+    /// are waited for, briefly, since reacting to them puts them in the cache.
+    async fn previous_reports(
+        &self,
+        pool: &PgPool,
+        before: HashMap<&str, i64>,
+        events: &[RecordedEvent],
+    ) -> Result<HashMap<StreamId, LatestReport>, sqlx::Error> {
+        let (streams, positions): (Vec<&str>, Vec<i64>) = before.into_iter().unzip();
+        let previous: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT b.stream_id, e.position \
+             FROM unnest($1::text[], $2::bigint[]) AS b(stream_id, before) \
+             CROSS JOIN LATERAL ( \
+                 SELECT position FROM events \
+                 WHERE stream_id = b.stream_id AND event_type = 'InventoryReported' \
+                   AND position < b.before \
+                 ORDER BY stream_version DESC LIMIT 1) e",
+        )
+        .bind(&streams)
+        .bind(&positions)
+        .fetch_all(pool)
+        .await?;
+        let previous: Vec<(StreamId, i64)> = previous
+            .into_iter()
+            .filter_map(|(stream, position)| Some((StreamId::parse(&stream).ok()?, position)))
+            .collect();
+        // Reports loaded with an earlier batch but not reacted to yet will be cached soon.
+        let loaded_through = {
+            let mut state = self.cache.state.lock().unwrap_or_else(|e| e.into_inner());
+            let through = state.loaded_through;
+            state.loaded_through = events.last().map_or(through, |e| e.position);
+            through
+        };
+        let pending = previous
+            .iter()
+            .map(|(_, position)| *position)
+            .filter(|position| *position <= loaded_through)
+            .max();
+        if let (Some(pending), true) = (pending, self.cache.capacity > 0) {
+            let mut released = self.cache.released_through.subscribe();
+            // Whether or not they came in time, the lookups below are right; waiting saves reads.
+            let _ = tokio::time::timeout(
+                PENDING_REPORTS_WAIT,
+                released.wait_for(|through| *through >= pending),
+            )
+            .await;
+        }
+        let mut latest = HashMap::with_capacity(previous.len());
+        let mut missing = Vec::new();
+        for (stream, position) in previous {
+            match self.cache.get(&stream, position) {
+                Some(report) => {
+                    latest.insert(stream, report);
+                }
+                None => missing.push(position),
+            }
+        }
+        tracing::debug!(
+            cached = latest.len(),
+            read = missing.len(),
+            "previous inventory reports"
+        );
+        if missing.is_empty() {
+            return Ok(latest);
+        }
+        let read: Vec<(String, Value)> =
+            sqlx::query_as("SELECT stream_id, payload FROM events WHERE position = ANY($1)")
+                .bind(&missing)
+                .fetch_all(pool)
+                .await?;
+        for (stream, payload) in read {
+            if let (Ok(stream), Some(report)) = (StreamId::parse(&stream), latest_report(payload)) {
+                latest.insert(stream, report);
+            }
+        }
+        Ok(latest)
+    }
+}
+
 impl TenantRules {
     /// Takes a rules event into account. Commands validate rules before they are stored; a
     /// stored set that cannot be read anyway stands for Fleetlog's defaults, the same whether it
@@ -271,7 +449,7 @@ fn latest_report(payload: Value) -> Option<LatestReport> {
         return None;
     };
     let hash = payload.get("content_hash")?.as_str()?.to_owned();
-    let data = payload.remove("data").filter(|_| !pruned);
+    let data = payload.remove("data").filter(|_| !pruned).map(Arc::new);
     Some(LatestReport { hash, data })
 }
 
@@ -279,7 +457,7 @@ fn latest_report(payload: Value) -> Option<LatestReport> {
 fn report_of(payload: &Value, document: bool) -> Option<LatestReport> {
     let hash = payload.get("content_hash")?.as_str()?.to_owned();
     let data = (document && !is_pruned(payload))
-        .then(|| payload.get("data").cloned())
+        .then(|| payload.get("data").cloned().map(Arc::new))
         .flatten();
     Some(LatestReport { hash, data })
 }
