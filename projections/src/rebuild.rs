@@ -84,6 +84,20 @@ async fn create_schema<P: Projector>(
         ))
         .execute(&mut *tx)
         .await?;
+        // LIKE does not copy storage parameters (a fill factor that keeps updates HOT).
+        let options: Option<Vec<String>> = sqlx::query_scalar(&format!(
+            "SELECT reloptions FROM pg_class WHERE oid = 'public.{table}'::regclass"
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(options) = options.filter(|o| !o.is_empty()) {
+            sqlx::query(&format!(
+                "ALTER TABLE {schema}.{table} SET ({})",
+                options.join(", ")
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     tx.commit().await?;
     Ok(())
