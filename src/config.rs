@@ -90,8 +90,8 @@ pub struct ProjectionConfig {
     #[arg(long, env = "PROJECTION_HOLDER")]
     pub projection_holder: Option<String>,
 
-    /// After a small batch, how long a live projector waits before reading again (milliseconds):
-    /// fewer, larger projection transactions under steady load, at this much extra lag.
+    /// Once caught up with the log, how long a live projector or reactor waits before reading
+    /// again (milliseconds): fewer, larger transactions under steady load, at this much extra lag.
     #[arg(long, env = "PROJECTION_LINGER_MS", default_value_t = 50)]
     pub projection_linger_ms: u64,
 }

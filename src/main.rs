@@ -156,7 +156,7 @@ enum BenchCommand {
     /// Projection replay throughput against a raw keyset read of the same rows.
     Replay(ReplayBench),
     /// Ingest throughput and latency over HTTP against raw COPY of the same rows.
-    Ingest(fleetlog::bench::ingest::IngestBench),
+    Ingest(Box<fleetlog::bench::ingest::IngestBench>),
     /// One tick of the liveness monitor over a large fleet.
     Liveness(fleetlog::bench::liveness::LivenessBench),
     /// Inventory reports per second through the diff reactor, against reading them back.
@@ -275,7 +275,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             fleetlog::bench::append::run(options).await
         }
         Command::Bench(BenchCommand::Ingest(options)) => {
-            fleetlog::bench::ingest::run(options).await
+            fleetlog::bench::ingest::run(*options).await
         }
         Command::Bench(BenchCommand::Liveness(options)) => {
             fleetlog::bench::liveness::run(options).await

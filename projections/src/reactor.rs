@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use command_side::event_store::postgres::{ReadFilter, EVENTS_CHANNEL};
@@ -93,6 +94,7 @@ pub struct ReactorRunner<R: Reactor> {
     reactor: Arc<R>,
     batch_size: i64,
     retry: RetryPolicy,
+    linger: Duration,
 }
 
 /// A batch read ahead, with its context when the reactor loads ahead.
@@ -121,7 +123,17 @@ impl<R: Reactor> ReactorRunner<R> {
             reactor: Arc::new(reactor),
             batch_size: batch_size.max(1),
             retry: RetryPolicy::default(),
+            linger: Duration::ZERO,
         }
+    }
+
+    /// After a batch that caught up with the log, wait this long before reading again (see
+    /// [`crate::ProjectionRunner::with_linger`]): under a steady stream of appends the reactor
+    /// then handles a few larger batches a second, not one small batch per commit, at this much
+    /// extra delay. Zero (the default) reads again at once.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Replaces the retry policy.
@@ -215,10 +227,14 @@ impl<R: Reactor> ReactorRunner<R> {
                 }
             };
             if batch.end > position {
-                // The next batch is read while this one is reacted to (used only once this one
-                // is done). Database failures are waited out with backoff (only the waits give
-                // way to `shutdown`); the checkpoint does not move until the batch is done.
-                ahead = Some(self.read_ahead(batch.end));
+                // Behind the log, the next batch is read while this one is reacted to (used only
+                // once this one is done). Caught up, the runner lingers instead, and reads after.
+                // Database failures are waited out with backoff (only the waits give way to
+                // `shutdown`); the checkpoint does not move until the batch is done.
+                let linger = batch.caught_up && !self.linger.is_zero();
+                if !linger {
+                    ahead = Some(self.read_ahead(batch.end));
+                }
                 let mut attempt = 0;
                 // A failed attempt used the context up: the next one loads it again.
                 while let Err(error) = self.process(&batch, context.take()).await {
@@ -232,6 +248,12 @@ impl<R: Reactor> ReactorRunner<R> {
                 }
                 position = batch.end;
                 self.reactor.release(batch.events);
+                if linger {
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(self.linger) => {}
+                    }
+                }
                 continue;
             }
             tokio::select! {

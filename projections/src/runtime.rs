@@ -90,6 +90,8 @@ pub(crate) const IDLE_POLL: Duration = Duration::from_secs(5);
 pub(crate) struct Batch {
     pub(crate) events: Vec<RecordedEvent>,
     pub(crate) end: i64,
+    /// The read reached the end of the log as it was (nothing more to read right now).
+    pub(crate) caught_up: bool,
 }
 
 /// Why one attempt at a batch failed.
@@ -163,9 +165,10 @@ impl<P: Projector> ProjectionRunner<P> {
         Cow::Owned(events.iter().filter(mine).cloned().collect())
     }
 
-    /// After a small batch (under half the batch size), the live runner waits this long before
-    /// reading again, so that under a steady trickle of events it writes fewer, larger batches
-    /// (each is a transaction with its own commit) at the cost of this much extra lag.
+    /// After a batch that caught up with the log, the live runner waits this long before reading
+    /// again, so that under a steady stream of events it writes fewer, larger batches (each is a
+    /// transaction with its own commit) at the cost of this much extra lag. A runner behind the
+    /// log never waits.
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -268,8 +271,9 @@ impl<P: Projector> ProjectionRunner<P> {
                     return Ok(());
                 }
                 position = batch.end;
-                let small = (batch.events.len() as i64) * 2 < self.batch_size;
-                if small && !self.linger.is_zero() {
+                // Caught up with the log: wait a little, so that under a steady stream of appends
+                // the next batch carries many commits rather than one.
+                if batch.caught_up && !self.linger.is_zero() {
                     tokio::select! {
                         _ = &mut shutdown => return Ok(()),
                         _ = tokio::time::sleep(self.linger) => {}
@@ -539,11 +543,17 @@ pub(crate) async fn read_batch(
             return Ok(Batch {
                 events: Vec::new(),
                 end: after,
+                caught_up: true,
             });
         }
         let events = read_range_on(&mut *conn, after, None, limit, filter).await?;
         let end = events.last().map_or(after, |e| e.position);
-        return Ok(Batch { events, end });
+        let caught_up = (events.len() as i64) < limit;
+        return Ok(Batch {
+            events,
+            end,
+            caught_up,
+        });
     }
     let head = head_position_on(&mut *conn).await?;
     let window = batch_size.saturating_mul(SCAN_WINDOW_BATCHES);
@@ -555,6 +565,7 @@ pub(crate) async fn read_batch(
         return Ok(Batch {
             events: Vec::new(),
             end: after,
+            caught_up: true,
         });
     }
     let events = read_range_on(&mut *conn, after, Some(upper), batch_size, filter).await?;
@@ -562,7 +573,11 @@ pub(crate) async fn read_batch(
         Some(last) if events.len() as i64 >= batch_size => last.position,
         _ => upper,
     };
-    Ok(Batch { events, end })
+    Ok(Batch {
+        events,
+        end,
+        caught_up: end >= head,
+    })
 }
 
 /// Seconds between the last applied event's commit and now (the runtime may read the clock;

@@ -78,7 +78,9 @@ pub async fn supervise_reactor<R: Reactor>(
     let pool = store.pool().clone();
     let batch_size = options.batch_size;
     while_leased(&pool, key, &options, shutdown, |stop| {
-        ReactorRunner::new(store.clone(), make(), batch_size).run(stop)
+        ReactorRunner::new(store.clone(), make(), batch_size)
+            .with_linger(options.linger)
+            .run(stop)
     })
     .await;
 }

@@ -1,5 +1,5 @@
 //! `fleetlog bench ingest`: reports over HTTP keep-alive against a Fleetlog started in-process
-//! (HTTP API and projectors, as `serve` runs them), next to raw `COPY` of the same rows.
+//! (HTTP API, projectors and reactors, as `serve` runs them), next to raw `COPY` of the same rows.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 use super::append::{copy_baseline, percentile_ms};
 use super::inventory::realistic_inventory;
 use super::{progress, BenchRun, ScratchDatabase};
-use crate::config::{AppendConfig, IngestConfig, ProjectionConfig};
+use crate::config::{
+    AppendConfig, IngestConfig, InventoryConfig, LivenessConfig, NatsConfig, ProjectionConfig,
+};
 use crate::serve::Stop;
 
 /// What the clients report.
@@ -48,7 +50,7 @@ pub struct IngestBench {
     /// How long to send, in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
-    /// Run without the projectors (only the HTTP API and the event store).
+    /// Run without the projectors and reactors (only the HTTP API and the event store).
     #[arg(long)]
     pub no_projectors: bool,
     /// Where and how the bench runs.
@@ -60,6 +62,15 @@ pub struct IngestBench {
     /// Projection settings (when the projectors run).
     #[command(flatten)]
     pub projection: ProjectionConfig,
+    /// The liveness monitor, as `serve` runs it.
+    #[command(flatten)]
+    pub liveness: LivenessConfig,
+    /// Inventory retention, as `serve` runs it.
+    #[command(flatten)]
+    pub inventory: InventoryConfig,
+    /// The JetStream alert publisher runs when NATS_URL is set, as in `serve`.
+    #[command(flatten)]
+    pub nats: NatsConfig,
 }
 
 /// One registered system's credentials and, for inventory, its two documents.
@@ -102,13 +113,25 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
         .into_future(),
     );
     let projectors = (!options.no_projectors).then(|| {
-        let (store, stop) = (store.clone(), stop.clone());
+        let (store, stop, options) = (store.clone(), stop.clone(), options.clone());
         let worker = options.projection.worker_options();
-        tokio::spawn(async move { crate::projectors::run_all(store, worker, &stop).await })
+        tokio::spawn(async move {
+            futures::join!(
+                crate::projectors::run_all(store.clone(), worker.clone(), &stop),
+                crate::reactors::run_all(
+                    store,
+                    worker,
+                    &options.liveness,
+                    &options.inventory,
+                    &options.nats,
+                    &stop
+                )
+            );
+        })
     });
 
     eprintln!(
-        "bench ingest: kind={kind:?} N={systems} C={connections} T={duration_s}s projectors={}",
+        "bench ingest: kind={kind:?} N={systems} C={connections} T={duration_s}s projectors and reactors={}",
         !options.no_projectors
     );
     let reporters = register(address, &admin_token, systems, kind).await?;
@@ -123,9 +146,7 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
         warmup_started.elapsed().as_secs_f64()
     );
 
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&scratch.pool)
-        .await?;
+    let before = reports_stored(&scratch.pool).await?;
     let started = Instant::now();
     let mut latencies = drive(
         address,
@@ -136,9 +157,7 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
     )
     .await?;
     let elapsed = started.elapsed();
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&scratch.pool)
-        .await?;
+    let after = reports_stored(&scratch.pool).await?;
     ensure!(
         (after - before) as usize == latencies.len(),
         "accepted {} reports but stored {} events",
@@ -192,6 +211,16 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// Events the reports became (reactors append events of their own, such as inventory diffs).
+async fn reports_stored(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM events \
+         WHERE event_type IN ('HeartbeatReceived', 'InventoryReported', 'InventoryUnchanged')",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// One HTTP/1.1 keep-alive connection to the server under test: a thin client, so the bench
