@@ -83,6 +83,7 @@ pub fn app_with_liveness(
         systems,
         registry: Arc::new(RegistryCatchUp(store.clone())),
         limits: ingest.limits(),
+        inventory_hashes: Default::default(),
     });
     let projectors = Arc::new(crate::projectors::Registry(store.clone()));
     let (read_api, read_paths) = query_side::router(query_side::AppState {

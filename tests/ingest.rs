@@ -1547,3 +1547,28 @@ async fn a_retried_inventory_answers_with_the_event_that_is_stored(pool: PgPool)
     assert_eq!(count_of_type(&pool, "InventoryReported").await, 1);
     assert_eq!(count_of_type(&pool, "InventoryUnchanged").await, 0);
 }
+
+/// Two processes ingest for one system, each remembering the hashes it stored: a report is still
+/// compared with the latest report in the log, not with the latest one this process saw.
+#[sqlx::test(migrator = "migrations::MIGRATOR")]
+async fn inventory_dedup_follows_the_log_when_another_process_reported_in_between(pool: PgPool) {
+    let (first, second) = (app(&pool), app(&pool));
+    let tenant = new_tenant(&first, "acme").await;
+    let system = register(&first, &tenant, "system").await;
+    let report = |app: &Router, text: &'static str| {
+        let (app, auth) = (app.clone(), system.auth());
+        async move { post_text(&app, "/api/systems/inventory", &auth, text).await }
+    };
+
+    assert!(!report(&first, INVENTORY_A).await.duplicate());
+    assert!(report(&first, INVENTORY_A_REORDERED).await.duplicate());
+    assert!(!report(&second, INVENTORY_B).await.duplicate());
+    // The first process last stored A; the log's latest report is B.
+    let again = report(&first, INVENTORY_A).await;
+    assert!(!again.duplicate());
+    assert_eq!(again.accepted_events()[0].0, "InventoryReported");
+    // And the second process, which never stored A, knows it is now the latest.
+    assert!(report(&second, INVENTORY_A_REORDERED).await.duplicate());
+    assert_eq!(events_of_type(&pool, "InventoryReported").await.len(), 3);
+    assert_eq!(events_of_type(&pool, "InventoryUnchanged").await.len(), 2);
+}

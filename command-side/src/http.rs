@@ -20,6 +20,7 @@ use crate::auth::{self, AuthenticatedSystem, SystemAuthenticator};
 use crate::credentials;
 use crate::error::{Challenge, CommandError};
 use crate::event_store::{EventStore, ExpectedVersion, PgEventStore};
+use crate::ingest::latest_hashes::LatestInventoryHashes;
 use crate::registry::{self, RegistrySync};
 
 /// Limits on what ingest clients may send.
@@ -53,6 +54,8 @@ pub struct CommandState {
     pub registry: Arc<dyn RegistrySync>,
     /// Body size and clock limits.
     pub limits: IngestLimits,
+    /// Each system's latest inventory hash, so dedup need not read the latest document.
+    pub inventory_hashes: Arc<LatestInventoryHashes>,
 }
 
 impl CommandState {

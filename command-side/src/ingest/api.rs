@@ -289,6 +289,7 @@ async fn inventory(
     // two reports of one system racing each other may both be stored in full, which is harmless
     // (an agent reports one at a time, waiting for each answer).
     let unchanged = last_inventory_hash(&state, &stream).await?.as_deref() == Some(hash.as_str());
+    let remembered_hash = hash.clone();
     let event = if unchanged {
         NewEvent::new(
             system.tenant_id,
@@ -307,21 +308,46 @@ async fn inventory(
     .with_metadata(http_metadata());
     let (status, Json(mut accepted)) =
         append(&state, &stream, ExpectedVersion::Any, vec![event]).await?;
+    if let Some(stored) = accepted.events.first() {
+        state
+            .inventory_hashes
+            .remember(&stream, stored.stream_version, remembered_hash);
+    }
     accepted.duplicate |= unchanged;
     Ok((status, Json(accepted)))
 }
 
-/// The content hash of the system's latest inventory report.
+/// The content hash of the system's latest inventory report: remembered, when this process knows
+/// the report the log names as the latest (found through a small index), else read from it.
 async fn last_inventory_hash(state: &CommandState, stream: &StreamId) -> Result<Option<String>> {
-    let hash = sqlx::query_scalar(
-        "SELECT payload->>'content_hash' FROM events \
+    let latest: Option<i64> = sqlx::query_scalar(
+        "SELECT stream_version FROM events \
          WHERE stream_id = $1 AND event_type IN ('InventoryReported', 'InventoryUnchanged') \
          ORDER BY stream_version DESC LIMIT 1",
     )
     .bind(stream.as_str())
     .fetch_optional(state.pool())
     .await?;
-    Ok(hash.flatten())
+    let Some(version) = latest else {
+        return Ok(None);
+    };
+    if let Some(hash) = state.inventory_hashes.get(stream, version) {
+        return Ok(Some(hash));
+    }
+    let hash: Option<String> = sqlx::query_scalar(
+        "SELECT payload->>'content_hash' FROM events WHERE stream_id = $1 AND stream_version = $2",
+    )
+    .bind(stream.as_str())
+    .bind(version)
+    .fetch_optional(state.pool())
+    .await?
+    .flatten();
+    if let Some(hash) = &hash {
+        state
+            .inventory_hashes
+            .remember(stream, version, hash.clone());
+    }
+    Ok(hash)
 }
 
 /// One component of an asset, as a client reports it.
