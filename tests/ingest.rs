@@ -1572,3 +1572,31 @@ async fn inventory_dedup_follows_the_log_when_another_process_reported_in_betwee
     assert_eq!(events_of_type(&pool, "InventoryReported").await.len(), 3);
     assert_eq!(events_of_type(&pool, "InventoryUnchanged").await.len(), 2);
 }
+
+/// A retry that reuses an idempotency key with another document is answered with the report
+/// stored first; the document it carried must not be taken for the system's latest.
+#[sqlx::test(migrator = "migrations::MIGRATOR")]
+async fn a_reused_idempotency_key_does_not_make_its_document_the_latest(pool: PgPool) {
+    let app = app(&pool);
+    let tenant = new_tenant(&app, "acme").await;
+    let system = register(&app, &tenant, "system").await;
+    let auth = system.auth();
+    let report = |key: &'static str, text: &'static str| {
+        let (app, auth) = (app.clone(), auth.clone());
+        async move {
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("content-type", JSON),
+                ("idempotency-key", key),
+            ];
+            send(&app, Method::POST, "/api/systems/inventory", &headers, text).await
+        }
+    };
+
+    assert!(!report("first", INVENTORY_A).await.duplicate());
+    assert!(report("first", INVENTORY_B).await.duplicate());
+    let b = report("second", INVENTORY_B).await;
+    assert!(!b.duplicate(), "B was never stored: it is a change from A");
+    assert_eq!(b.accepted_events()[0].0, "InventoryReported");
+    assert_eq!(events_of_type(&pool, "InventoryReported").await.len(), 2);
+}

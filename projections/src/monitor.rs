@@ -268,8 +268,8 @@ impl<C: Clock> LivenessMonitor<C> {
             "SELECT system_id, tenant_id, kind, silent_last_seen_at, \
                     coalesce(first_seen_after_silence, last_seen_at) AS last_seen_at \
              FROM liveness_systems \
-             WHERE status = 'inactive' AND last_seen_at > silent_last_seen_at \
-               AND lifecycle <> 'decommissioned'",
+             WHERE status = 'inactive' AND first_seen_after_silence IS NOT NULL \
+               AND lifecycle <> 'decommissioned' AND last_seen_at > silent_last_seen_at",
         )
         .fetch_all(self.store.pool())
         .await?;

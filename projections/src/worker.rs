@@ -24,7 +24,7 @@ pub struct WorkerOptions {
     pub lease_ttl: Duration,
     /// Events per batch.
     pub batch_size: i64,
-    /// How long a live runner waits after a small batch (see
+    /// How long a live projector or reactor waits once caught up with the log (see
     /// [`ProjectionRunner::with_linger`]).
     pub linger: Duration,
 }

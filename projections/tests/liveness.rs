@@ -548,7 +548,7 @@ async fn a_rebuild_into_shadow_tables_swaps_in_the_same_rows(pool: PgPool) {
     assert!(
         indexes
             .iter()
-            .any(|i| i.contains("'inactive'") && i.contains("decommissioned")),
+            .any(|i| i.contains("first_seen_after_silence") && i.contains("decommissioned")),
         "{indexes:?}"
     );
     let options: Option<Vec<String>> = sqlx::query_scalar(
