@@ -48,9 +48,12 @@ pub const INVENTORY_ALERT_SOURCE: &str = "fleetlog-inventory";
 const CHANGES_PER_NOTIFICATION: usize = 20;
 
 /// How many systems' latest reports [`InventoryDiff::default`] keeps: a fleet of up to this many
-/// machines reporting in turn never has a previous report read back from the log. Each entry
-/// holds one parsed document in memory (not measured yet; several times its JSON text is likely).
+/// machines reporting in turn never has a previous report read back from the log.
 pub const DEFAULT_CACHED_REPORTS: usize = 2048;
+
+/// The most memory the cached documents may take, as [`approximate_size`] estimates it: a few
+/// large documents (inventories may be megabytes) must not make the cache grow without bound.
+pub const DEFAULT_CACHED_BYTES: usize = 256 << 20;
 
 /// How long loading a batch ahead waits for the batch before it to be done with, when the
 /// previous reports it needs are in that batch; after that it reads them from the log instead
@@ -76,6 +79,7 @@ impl InventoryDiff {
         Self {
             cache: ReportCache {
                 capacity,
+                max_bytes: DEFAULT_CACHED_BYTES,
                 state: Mutex::default(),
                 released_through: tokio::sync::watch::Sender::new(0),
             },
@@ -94,6 +98,8 @@ struct LatestReport {
 #[derive(Debug)]
 struct ReportCache {
     capacity: usize,
+    /// Budget of the cached documents' estimated memory.
+    max_bytes: usize,
     state: Mutex<CacheState>,
     /// The end of the last batch released into the cache: loading a batch ahead waits on it for
     /// reports of the batch still being reacted to.
@@ -102,8 +108,10 @@ struct ReportCache {
 
 #[derive(Debug, Default)]
 struct CacheState {
-    /// Each cached system's latest report and its position.
-    reports: HashMap<StreamId, (i64, LatestReport)>,
+    /// Each cached system's latest report, its position and its estimated size.
+    reports: HashMap<StreamId, (i64, LatestReport, usize)>,
+    /// The sum of the cached reports' estimated sizes.
+    bytes: usize,
     /// The same entries by position, oldest first: what goes when the cache is full.
     by_position: BTreeMap<i64, StreamId>,
     /// The end of the last batch loaded: its reports are about to be reacted to (then cached).
@@ -116,16 +124,27 @@ impl ReportCache {
         if self.capacity == 0 {
             return;
         }
+        let size = report.data.as_deref().map_or(0, approximate_size) + report.hash.len();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((old, _)) = state.reports.insert(stream.clone(), (position, report)) {
+        if let Some((old, _, old_size)) = state.reports.remove(stream) {
             state.by_position.remove(&old);
+            state.bytes -= old_size;
         }
+        if size > self.max_bytes {
+            return;
+        }
+        state
+            .reports
+            .insert(stream.clone(), (position, report, size));
         state.by_position.insert(position, stream.clone());
-        while state.reports.len() > self.capacity {
+        state.bytes += size;
+        while state.reports.len() > self.capacity || state.bytes > self.max_bytes {
             let Some((_, oldest)) = state.by_position.pop_first() else {
                 break;
             };
-            state.reports.remove(&oldest);
+            if let Some((_, _, size)) = state.reports.remove(&oldest) {
+                state.bytes -= size;
+            }
         }
     }
 
@@ -135,8 +154,8 @@ impl ReportCache {
         state
             .reports
             .get(stream)
-            .filter(|(cached, _)| *cached == position)
-            .map(|(_, report)| report.clone())
+            .filter(|(cached, _, _)| *cached == position)
+            .map(|(_, report, _)| report.clone())
     }
 
     /// Notes that every report up to `position` the runner was done with is in the cache.
@@ -536,5 +555,61 @@ fn notification(
         stream_id: alert_stream(report.tenant_id, None, &dedup_key),
         expected: ExpectedVersion::Any,
         event: NewEvent::new(report.tenant_id, &triggered, report.recorded_at),
+    }
+}
+
+/// Roughly how much memory a parsed document takes: its strings and keys plus a fixed cost per
+/// value. An estimate for the cache's budget, not an exact count.
+fn approximate_size(value: &Value) -> usize {
+    const PER_VALUE: usize = 32;
+    PER_VALUE
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(approximate_size).sum(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(key, value)| PER_VALUE + key.len() + approximate_size(value))
+                .sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(text_len: usize) -> LatestReport {
+        LatestReport {
+            hash: "h".into(),
+            data: Some(Arc::new(json!({ "blob": "x".repeat(text_len) }))),
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_to_its_memory_budget_dropping_the_oldest_reports_first() {
+        let cache = ReportCache {
+            capacity: 100,
+            max_bytes: 3_500,
+            state: Mutex::default(),
+            released_through: tokio::sync::watch::Sender::new(0),
+        };
+        let streams: Vec<StreamId> = (0..4).map(|_| StreamId::system(Uuid::now_v7())).collect();
+        for (i, stream) in streams.iter().enumerate() {
+            cache.insert(stream, i as i64 + 1, report(1_000));
+        }
+        assert!(cache.get(&streams[0], 1).is_none(), "the oldest went first");
+        for (i, stream) in streams.iter().enumerate().skip(1) {
+            assert!(cache.get(stream, i as i64 + 1).is_some());
+        }
+        let bytes = cache.state.lock().unwrap().bytes;
+        assert!(bytes <= 3_500, "{bytes} bytes cached");
+        // A document larger than the whole budget is not cached, and replaces nothing else.
+        cache.insert(&streams[1], 10, report(10_000));
+        assert!(cache.get(&streams[1], 10).is_none());
+        assert!(
+            cache.get(&streams[1], 2).is_none(),
+            "its older report is superseded"
+        );
+        assert!(cache.get(&streams[2], 3).is_some());
     }
 }
