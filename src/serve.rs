@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use command_side::event_store::PgEventStore;
 use metrics_exporter_prometheus::PrometheusHandle;
+use projections::worker::WorkerOptions;
 use tokio::sync::watch;
 
 use command_side::intake::jetstream::{self, IntakeError, JetStreamIntakeConfig};
 
-use crate::config::{NatsConfig, ProjectConfig, ServeConfig};
+use crate::config::{InventoryConfig, LivenessConfig, NatsConfig, ProjectConfig, ServeConfig};
 use crate::{database, http, projectors, reactors};
 
 /// `fleetlog serve`: migrates, then serves HTTP and runs every projector (under leases, so
@@ -47,22 +48,37 @@ pub async fn run(config: ServeConfig, metrics: PrometheusHandle) -> anyhow::Resu
     )
     .with_graceful_shutdown(stop.requested());
     let intake = jetstream_intake(&config.nats, store.clone(), &stop);
-    let options = config.projection.worker_options();
-    let projectors = projectors::run_all(store.clone(), options.clone(), &stop);
-    let reactors = reactors::run_all(
+    let workers = run_workers(
         store,
-        options,
+        config.projection.worker_options(),
         &config.liveness,
         &config.inventory,
         &config.nats,
         &stop,
     );
-    let (served, (), (), intake) = tokio::join!(server, projectors, reactors, intake);
+    let (served, (), intake) = tokio::join!(server, workers, intake);
     served.context("HTTP server failed")?;
     intake.context("JetStream intake failed")?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every projector and every reactor (with the liveness monitor, snapshot retention and the
+/// alert publisher), each under its lease, until `stop`: what `serve` and `project` run beside
+/// their servers, and what `bench ingest` measures ingest against.
+pub async fn run_workers(
+    store: PgEventStore,
+    options: WorkerOptions,
+    liveness: &LivenessConfig,
+    inventory: &InventoryConfig,
+    nats: &NatsConfig,
+    stop: &Stop,
+) {
+    futures::join!(
+        projectors::run_all(store.clone(), options.clone(), stop),
+        reactors::run_all(store, options, liveness, inventory, nats, stop)
+    );
 }
 
 /// Runs the JetStream telemetry intake until `stop`, when NATS_URL is set.
@@ -127,19 +143,15 @@ pub async fn project(config: ProjectConfig, metrics: PrometheusHandle) -> anyhow
             .await
             .context("metrics server failed")
     };
-    let reactors = reactors::run_all(
-        store.clone(),
-        options.clone(),
+    let workers = run_workers(
+        store,
+        options,
         &config.liveness,
         &config.inventory,
         &config.nats,
         &stop,
     );
-    let (served, (), ()) = tokio::join!(
-        metrics_server,
-        projectors::run_all(store, options, &stop),
-        reactors
-    );
+    let (served, ()) = tokio::join!(metrics_server, workers);
     served?;
     pool.close().await;
     tracing::info!("stopped");

@@ -116,17 +116,15 @@ pub async fn run(options: IngestBench) -> anyhow::Result<()> {
         let (store, stop, options) = (store.clone(), stop.clone(), options.clone());
         let worker = options.projection.worker_options();
         tokio::spawn(async move {
-            futures::join!(
-                crate::projectors::run_all(store.clone(), worker.clone(), &stop),
-                crate::reactors::run_all(
-                    store,
-                    worker,
-                    &options.liveness,
-                    &options.inventory,
-                    &options.nats,
-                    &stop
-                )
-            );
+            crate::serve::run_workers(
+                store,
+                worker,
+                &options.liveness,
+                &options.inventory,
+                &options.nats,
+                &stop,
+            )
+            .await
         })
     });
 
